@@ -1,0 +1,82 @@
+//! # genesys-keepalive
+//!
+//! A sans-IO keep-alive core for Genesys Cloud WebSockets: application heartbeats, dead-peer detection,
+//! latency and loss tracking, OAuth token refresh, reconnection with jittered backoff, planned-close
+//! rollover without losing a notification, audit entries and alerts.
+//!
+//! [`KeepAliveMachine`] does no IO, reads no clock and draws no OS randomness: time comes in as arguments,
+//! randomness from a seed. A driver (tokio, async-std, or the [`sim`] module) performs its [`Action`]s and
+//! reports what happened as [`Event`]s.
+//!
+//! ## The run loop
+//! After **every** input, drain the actions, then sleep until [`KeepAliveMachine::poll_timeout`] and feed an
+//! [`Event::Tick`]:
+//!
+//! ```
+//! use std::time::{Duration, Instant, SystemTime};
+//! use genesys_keepalive::{Action, Config, Event, KeepAliveMachine, ProfileKind};
+//!
+//! let config = Config::builder()
+//!     .profile(ProfileKind::KeepaliveFrame)
+//!     .url("wss://gateway.example.com/ws")
+//!     .build()?;
+//! let mut now = Instant::now();
+//! let mut machine = KeepAliveMachine::new(config, now, SystemTime::now(), 7)?;
+//! let mut socket = None;
+//! for _ in 0..3 {
+//!     while let Some(action) = machine.poll_action() {
+//!         match action {
+//!             Action::Connect { socket: id, .. } => socket = Some(id), // open it, then report Opened
+//!             Action::SendFrame { socket, frame, text } => {
+//!                 assert!(text.contains("KEEP_ALIVE"));
+//!                 // write it, then report it written:
+//!                 machine.handle(now, Event::SendCompleted { socket, frame });
+//!             }
+//!             _ => {} // Http, Close, Audit, Alert, Deliver, StateChanged, ReconnectAfter, Stopped
+//!         }
+//!     }
+//!     if let Some(id) = socket.take() {
+//!         machine.handle(now, Event::Opened { socket: id });
+//!         continue;
+//!     }
+//!     let deadline = machine.poll_timeout().expect("a heartbeat is always scheduled");
+//!     now = deadline; // sleep until then
+//!     machine.handle(now, Event::Tick);
+//! }
+//! assert!(machine.stats().heartbeats_sent >= 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Drain order
+//! Actions come out in the order the machine decided them. Within one `handle` call, due timers fire first
+//! (oldest deadline first), then the event itself is processed.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod config;
+pub mod event;
+pub mod frames;
+pub mod http;
+pub mod latency;
+pub mod machine;
+pub mod region;
+pub mod rng;
+pub mod secret;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod stats;
+pub mod time;
+pub mod timers;
+pub mod token;
+
+pub use config::{Config, ConfigBuilder, ConfigError, IntervalMatrix, ProfileKind, Violation};
+pub use event::{
+    Action, Alert, AlertEvent, AlertMetrics, AuditEntry, AuditEvent, Event, FrameId, Notification,
+    RequestId, SocketId, StopReason,
+};
+pub use http::{Headers, HttpRequest, HttpResponse, Method};
+pub use machine::{KeepAliveMachine, State};
+pub use region::{Region, UnknownRegion, REGIONS};
+pub use secret::Secret;
+pub use stats::Stats;

@@ -1,0 +1,84 @@
+//! A small seeded PRNG (SplitMix64): jitter and connection ids come from here, never from the OS, so the
+//! same seed and inputs give the same outputs.
+
+/// SplitMix64 (Steele, Lea, Flood 2014): 64 bits of state, passes BigCrush, enough for jitter and ids.
+#[derive(Debug, Clone)]
+pub struct Rng {
+    state: u64,
+}
+
+impl Rng {
+    /// Seeds the generator.
+    pub fn new(seed: u64) -> Self {
+        Rng { state: seed }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..=max`, uniform up to a bias below 2^-64 per draw.
+    ///
+    /// ```
+    /// let mut r = genesys_keepalive::rng::Rng::new(1);
+    /// assert!((0..1000).all(|_| r.below_or_equal(10) <= 10));
+    /// assert_eq!(r.below_or_equal(0), 0);
+    /// ```
+    pub fn below_or_equal(&mut self, max: u64) -> u64 {
+        if max == u64::MAX {
+            return self.next_u64();
+        }
+        ((self.next_u64() as u128 * (max as u128 + 1)) >> 64) as u64
+    }
+
+    /// A float in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A UUID v4 string (the seed's connection ids), from this generator.
+    pub fn uuid_v4(&mut self) -> String {
+        let hi = self.next_u64();
+        let lo = self.next_u64();
+        let b = ((hi as u128) << 64) | lo as u128;
+        let b = (b & !(0xF000u128 << 64)) | (0x4000u128 << 64); // version 4
+        let b = (b & !(0xC000_0000_0000_0000u128)) | 0x8000_0000_0000_0000u128; // variant 10
+        let h = format!("{b:032x}");
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_stream() {
+        let mut a = Rng::new(42);
+        let mut b = Rng::new(42);
+        for _ in 0..100 {
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
+        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+
+    #[test]
+    fn uuid_has_v4_shape() {
+        let u = Rng::new(9).uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
+    }
+}

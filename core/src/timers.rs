@@ -1,0 +1,126 @@
+//! One timer table: a deadline per purpose. `poll_timeout` is the earliest; every input first fires what is
+//! due, earliest first.
+
+use std::time::Instant;
+
+/// What a deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// Send the next heartbeat.
+    Heartbeat,
+    /// The oldest outstanding heartbeat counts as lost.
+    AckTimeout,
+    /// No inbound frame for `max_idle`: the peer is dead.
+    Idle,
+    /// Start the next connection attempt.
+    Reconnect,
+    /// The socket has not opened in time.
+    ConnectTimeout,
+    /// Refresh the access token before it expires.
+    TokenRefresh,
+    /// Retry a throttled or failed REST call.
+    HttpRetry,
+    /// The outstanding REST call has had no answer in time.
+    HttpTimeout,
+    /// The connection has been healthy for `min_uptime`: reset the attempt counter.
+    MinUptime,
+    /// Resubscribe before the channel expires.
+    Resubscribe,
+    /// A planned-close rollover must be finished: close the old socket now.
+    RolloverDeadline,
+}
+
+impl Timer {
+    /// Every timer, in table order (ties between equal deadlines fire in this order).
+    pub const ALL: [Timer; 11] = [
+        Timer::Idle,
+        Timer::AckTimeout,
+        Timer::ConnectTimeout,
+        Timer::HttpTimeout,
+        Timer::RolloverDeadline,
+        Timer::TokenRefresh,
+        Timer::MinUptime,
+        Timer::Reconnect,
+        Timer::HttpRetry,
+        Timer::Resubscribe,
+        Timer::Heartbeat,
+    ];
+
+    fn index(self) -> usize {
+        Timer::ALL.iter().position(|t| *t == self).unwrap_or(0)
+    }
+}
+
+/// A deadline per [`Timer`].
+#[derive(Debug, Clone, Default)]
+pub struct TimerTable {
+    deadlines: [Option<Instant>; 11],
+}
+
+impl TimerTable {
+    /// Sets (or moves) a deadline.
+    pub fn set(&mut self, timer: Timer, at: Instant) {
+        self.deadlines[timer.index()] = Some(at);
+    }
+
+    /// Clears a deadline.
+    pub fn clear(&mut self, timer: Timer) {
+        self.deadlines[timer.index()] = None;
+    }
+
+    /// The deadline, if set.
+    pub fn get(&self, timer: Timer) -> Option<Instant> {
+        self.deadlines[timer.index()]
+    }
+
+    /// True when set.
+    pub fn is_set(&self, timer: Timer) -> bool {
+        self.get(timer).is_some()
+    }
+
+    /// The earliest deadline.
+    pub fn next(&self) -> Option<Instant> {
+        self.deadlines.iter().flatten().min().copied()
+    }
+
+    /// The earliest timer due at `now`, cleared from the table.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        let mut best: Option<(usize, Instant)> = None;
+        for (i, d) in self.deadlines.iter().enumerate() {
+            if let Some(d) = *d {
+                if d <= now && best.is_none_or(|(_, b)| d < b) {
+                    best = Some((i, d));
+                }
+            }
+        }
+        let (i, _) = best?;
+        self.deadlines[i] = None;
+        Some(Timer::ALL[i])
+    }
+
+    /// Clears every deadline.
+    pub fn clear_all(&mut self) {
+        self.deadlines = [None; 11];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn pops_earliest_first_and_only_due() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        t.set(Timer::Heartbeat, t0 + Duration::from_secs(2));
+        t.set(Timer::Idle, t0 + Duration::from_secs(1));
+        t.set(Timer::Reconnect, t0 + Duration::from_secs(9));
+        assert_eq!(t.next(), Some(t0 + Duration::from_secs(1)));
+        let now = t0 + Duration::from_secs(3);
+        assert_eq!(t.pop_due(now), Some(Timer::Idle));
+        assert_eq!(t.pop_due(now), Some(Timer::Heartbeat));
+        assert_eq!(t.pop_due(now), None);
+        assert!(t.is_set(Timer::Reconnect));
+    }
+}
