@@ -51,7 +51,8 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
+    use crate::rng::Rng;
+    use proptest::prelude::{any, prop_assert, proptest};
 
     proptest! {
         #[test]
