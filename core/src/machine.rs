@@ -489,12 +489,12 @@ impl KeepAliveMachine {
                     ..
                 }) = self.setup.clone()
                 {
-                    self.push(Action::Close {
+                    self.close_socket(
                         socket,
-                        code: CLOSE_CONNECT_TIMEOUT,
-                        reason: "connect timeout".into(),
-                        linger: Duration::ZERO,
-                    });
+                        CLOSE_CONNECT_TIMEOUT,
+                        "connect timeout",
+                        Duration::ZERO,
+                    );
                     self.setup_failed(format!(
                         "the socket did not open within {} ms",
                         self.config.connect_timeout.as_millis()
@@ -544,13 +544,12 @@ impl KeepAliveMachine {
                     if s.kind == SetupKind::Rollover {
                         s.kind = SetupKind::Connect;
                         if let Some(old) = self.active.take() {
-                            self.push(Action::Close {
-                                socket: old.socket,
-                                code: CLOSE_ROLLOVER,
-                                reason: "planned close: rollover did not finish in time".into(),
-                                linger: ROLLOVER_LINGER,
-                            });
-                            self.closing.push(old.socket);
+                            self.close_socket(
+                                old.socket,
+                                CLOSE_ROLLOVER,
+                                "planned close: rollover did not finish in time",
+                                ROLLOVER_LINGER,
+                            );
                             self.clear_conn_timers();
                             self.set_state(State::Reconnecting);
                         }
@@ -564,6 +563,26 @@ impl KeepAliveMachine {
 
     fn push(&mut self, action: Action) {
         self.actions.push_back(action);
+    }
+
+    /// Asks the driver to close `socket`; its `Closed` report is then expected, and frames it still
+    /// delivers meanwhile are accepted (a rollover's old socket).
+    fn close_socket(&mut self, socket: SocketId, code: u16, reason: &str, linger: Duration) {
+        let mut reason = reason.to_owned();
+        http::truncate(&mut reason, 123);
+        if !self.closing.contains(&socket) {
+            if self.closing.len() >= 64 {
+                // A driver that never reports some closes must not grow this forever.
+                self.closing.remove(0);
+            }
+            self.closing.push(socket);
+        }
+        self.push(Action::Close {
+            socket,
+            code,
+            reason,
+            linger,
+        });
     }
 
     fn timestamp(&self) -> String {
@@ -672,13 +691,7 @@ impl KeepAliveMachine {
             } else {
                 (1000, "Stopping", Duration::ZERO)
             };
-            self.push(Action::Close {
-                socket,
-                code,
-                reason: why.into(),
-                linger,
-            });
-            self.closing.push(socket);
+            self.close_socket(socket, code, why, linger);
         }
         self.audit(AuditEvent::Stopped, 0, Some(reason.to_string()));
         self.active = None;
@@ -810,13 +823,12 @@ impl KeepAliveMachine {
         }
         let rollover = setup.kind == SetupKind::Rollover && self.active.is_some();
         if let Some(old) = self.active.take() {
-            self.push(Action::Close {
-                socket: old.socket,
-                code: CLOSE_ROLLOVER,
-                reason: "planned close: moved to a new channel".into(),
-                linger: ROLLOVER_LINGER,
-            });
-            self.closing.push(old.socket);
+            self.close_socket(
+                old.socket,
+                CLOSE_ROLLOVER,
+                "planned close: moved to a new channel",
+                ROLLOVER_LINGER,
+            );
         }
         self.clear_conn_timers();
         let mut conn = Conn::new(socket, self.connection_id.clone(), self.now);
@@ -911,12 +923,7 @@ impl KeepAliveMachine {
         self.timers.clear(Timer::ConnectTimeout);
         if let SetupStep::Opening(socket) = setup.step {
             // Make sure the driver drops a half-open attempt.
-            self.push(Action::Close {
-                socket,
-                code: 1001,
-                reason: "connection attempt abandoned".into(),
-                linger: Duration::ZERO,
-            });
+            self.close_socket(socket, 1001, "connection attempt abandoned", Duration::ZERO);
         }
         self.schedule_reconnect(error, min_delay);
     }
@@ -1021,12 +1028,7 @@ impl KeepAliveMachine {
             },
         );
         self.audit(AuditEvent::DeadPeer, 0, Some(why.clone()));
-        self.push(Action::Close {
-            socket,
-            code: CLOSE_DEAD_PEER,
-            reason: "dead peer".into(),
-            linger: Duration::ZERO,
-        });
+        self.close_socket(socket, CLOSE_DEAD_PEER, "dead peer", Duration::ZERO);
         self.connection_lost(format!("dead peer: {why}"));
     }
 
@@ -1221,12 +1223,7 @@ impl KeepAliveMachine {
         };
         self.stats.send_failures += 1;
         self.audit(AuditEvent::SendFailure, size, Some(error.clone()));
-        self.push(Action::Close {
-            socket,
-            code: CLOSE_SEND_FAILED,
-            reason: "send failed".into(),
-            linger: Duration::ZERO,
-        });
+        self.close_socket(socket, CLOSE_SEND_FAILED, "send failed", Duration::ZERO);
         self.connection_lost(format!("send failed: {error}"));
     }
 

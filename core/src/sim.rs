@@ -1,1 +1,1039 @@
-//! Deterministic simulation (filled in below).
+//! Deterministic simulation: a virtual clock and a simulated Genesys gateway (token endpoint, channels,
+//! subscriptions, sockets) whose latency, jitter, loss, idle timeout, blackholes, planned closes
+//! (`socket_closing`), outages and token lifetime follow a seeded schedule.
+//!
+//! One call, [`run`], plays a [`Scenario`] for a simulated duration and returns its [`SimReport`]: the trace
+//! and a summary. The same scenario (seed included) gives the identical trace.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use genesys_keepalive::sim::{self, Fault, Scenario};
+//!
+//! let mut scenario = Scenario::notifications(42, Duration::from_secs(600));
+//! scenario.publish_every = Some(Duration::from_secs(5));
+//! scenario.faults.push((Duration::from_secs(300), Fault::SocketClosing));
+//! let report = sim::run(&scenario, Instant::now());
+//! assert_eq!(report.summary.lost, 0);
+//! assert_eq!(report.summary.duplicated, 0);
+//! assert_eq!(report.stats.rollovers, 1);
+//! ```
+//!
+//! Model notes: heartbeat frames and their acks are subject to `loss` (an application-level drop, as a
+//! gateway that discards pings); notifications are not (TCP does not lose frames, it delays them). A
+//! blackholed socket drops everything in both directions and never reports a close.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use crate::config::{Config, ProfileKind};
+use crate::event::{Action, AlertEvent, Event, RequestId, SocketId, StopReason};
+use crate::http::{Headers, HttpRequest, HttpResponse};
+use crate::machine::{KeepAliveMachine, State};
+use crate::rng::Rng;
+use crate::secret::Secret;
+use crate::stats::Stats;
+
+/// A scripted change to the network or the gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Every socket open now stops delivering in both directions (TCP stays up, no close is seen).
+    Blackhole,
+    /// The gateway is unreachable for this long: open sockets are reset, new requests are refused.
+    Outage(Duration),
+    /// The gateway announces `v2.system.socket_closing` on every open socket and closes them after
+    /// [`GatewaySpec::socket_closing_grace`].
+    SocketClosing,
+    /// One-way latency becomes this for a while.
+    LatencySpike {
+        /// The one-way latency during the spike.
+        latency: Duration,
+        /// How long it lasts.
+        duration: Duration,
+    },
+    /// Every issued token stops being accepted.
+    ExpireTokens,
+    /// The gateway sends `{"result":"404"}` on every open socket (channel gone).
+    ChannelGone,
+    /// The gateway sends a burst of garbage frames on every open socket.
+    Garbage,
+}
+
+/// How the simulated gateway behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySpec {
+    /// Server heartbeat period (`None`: off). Genesys: about 30 s.
+    pub server_heartbeat: Option<Duration>,
+    /// The gateway closes a socket with 1001 "idle timeout" after this long without a client frame.
+    pub idle_timeout: Option<Duration>,
+    /// Lifetime of issued tokens (`expires_in`).
+    pub token_lifetime: Duration,
+    /// Time between `socket_closing` and the gateway's close.
+    pub socket_closing_grace: Duration,
+    /// One-way latency.
+    pub latency: Duration,
+    /// Extra one-way latency, uniform in `[0, jitter]`.
+    pub jitter: Duration,
+    /// Probability that a heartbeat or its ack is dropped.
+    pub loss: f64,
+    /// The client id and secret the token endpoint accepts.
+    pub client_id: String,
+    /// The accepted secret.
+    pub client_secret: String,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        GatewaySpec {
+            server_heartbeat: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(45)),
+            token_lifetime: Duration::from_secs(86_399),
+            socket_closing_grace: Duration::from_secs(60),
+            latency: Duration::from_millis(20),
+            jitter: Duration::from_millis(5),
+            loss: 0.0,
+            client_id: "sim-client".into(),
+            client_secret: "sim-secret-never-printed".into(),
+        }
+    }
+}
+
+/// One simulation: the machine's config, the gateway, the schedule.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The machine's configuration.
+    pub config: Config,
+    /// Seeds the machine and the network.
+    pub seed: u64,
+    /// Simulated time to run.
+    pub duration: Duration,
+    /// The gateway and the network.
+    pub gateway: GatewaySpec,
+    /// Faults, by time since the start.
+    pub faults: Vec<(Duration, Fault)>,
+    /// Publish a numbered notification on the first topic this often.
+    pub publish_every: Option<Duration>,
+    /// Record the full trace (off for benchmarks).
+    pub record_trace: bool,
+}
+
+impl Scenario {
+    /// The notifications profile against a simulated Genesys with the default gateway (30 s server
+    /// heartbeats, 45 s idle timeout) and one topic.
+    pub fn notifications(seed: u64, duration: Duration) -> Self {
+        let gateway = GatewaySpec::default();
+        let config = Config::builder()
+            .credentials(
+                gateway.client_id.clone(),
+                Secret::new(gateway.client_secret.clone()),
+            )
+            .api_base("https://api.sim.invalid")
+            .login_base("https://login.sim.invalid")
+            .topic("v2.users.sim.presence")
+            .build_unchecked();
+        Scenario {
+            config,
+            seed,
+            duration,
+            gateway,
+            faults: Vec::new(),
+            publish_every: None,
+            record_trace: true,
+        }
+    }
+
+    /// The keepalive-frame profile against a simulated in-house gateway (no server heartbeats).
+    pub fn keepalive_frame(seed: u64, duration: Duration) -> Self {
+        let gateway = GatewaySpec {
+            server_heartbeat: None,
+            ..GatewaySpec::default()
+        };
+        let config = Config::builder()
+            .profile(ProfileKind::KeepaliveFrame)
+            .url("wss://gateway.sim.invalid/keepalive")
+            .credentials(
+                gateway.client_id.clone(),
+                Secret::new(gateway.client_secret.clone()),
+            )
+            .login_base("https://login.sim.invalid")
+            .build_unchecked();
+        Scenario {
+            config,
+            seed,
+            duration,
+            gateway,
+            faults: Vec::new(),
+            publish_every: None,
+            record_trace: true,
+        }
+    }
+}
+
+/// One line of the trace: when, and what (an event into the machine, an action out of it, or a fault).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEntry {
+    /// Simulated time since the start.
+    pub at: Duration,
+    /// What happened.
+    pub what: String,
+}
+
+/// What a run came to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Notifications the gateway published.
+    pub published: u64,
+    /// Distinct notifications the application received.
+    pub delivered: u64,
+    /// Published while a socket was subscribed and never delivered.
+    pub lost: u64,
+    /// Delivered more than once.
+    pub duplicated: u64,
+    /// Published in the last 10 s of the run and not delivered yet (not counted as lost).
+    pub in_flight_at_end: u64,
+    /// Published while no open socket was subscribed (before the first connection, during an outage).
+    pub unreachable: u64,
+    /// Requests or handshakes that carried an expired or unknown token.
+    pub expired_token_uses: u64,
+    /// Tokens issued.
+    pub tokens_issued: u64,
+    /// For each blackhole, the time from its start to the machine's dead-peer alert.
+    pub dead_peer_detection: Vec<Duration>,
+    /// Delays the machine announced with `ReconnectAfter`.
+    pub reconnect_delays: Vec<Duration>,
+    /// Why the machine stopped, if it did.
+    pub stopped: Option<StopReason>,
+    /// When it stopped.
+    pub stopped_at: Option<Duration>,
+    /// Sockets the gateway closed for idleness.
+    pub idle_closes: u64,
+    /// The longest gap between two heartbeats written on one socket.
+    pub max_heartbeat_gap: Duration,
+    /// The shortest gap between two heartbeats written on one socket.
+    pub min_heartbeat_gap: Option<Duration>,
+    /// State at the end.
+    pub final_state: State,
+}
+
+/// A run's result.
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    /// Every event and action, in order (empty unless `record_trace`).
+    pub trace: Vec<TraceEntry>,
+    /// What it came to.
+    pub summary: Summary,
+    /// The machine's own counters at the end.
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone)]
+enum Item {
+    ToMachine(Event),
+    Fault(Fault),
+    FaultEnd(Fault),
+    Publish,
+    ServerHeartbeat(SocketId),
+    IdleCheck(SocketId),
+    GatewayClose(SocketId, u16, &'static str),
+    /// A frame from the client reaches the gateway.
+    ToGateway(SocketId, String),
+    /// The handshake completes: the gateway side opens, then the client hears of it.
+    GwOpen(SocketId),
+    /// The client's close frame reaches the gateway, which answers with its own.
+    ClientClose(SocketId),
+}
+
+struct GwSocket {
+    channel: Option<String>,
+    open: bool,
+    /// The client closed it before the handshake finished.
+    cancelled: bool,
+    /// TCP keeps order: nothing reaches either side before what was sent earlier on the same socket.
+    last_to_client: Instant,
+    last_to_gateway: Instant,
+    blackholed: bool,
+    last_client_frame: Instant,
+}
+
+struct Sim<'a> {
+    sc: &'a Scenario,
+    start: Instant,
+    now: Instant,
+    rng: Rng,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    items: HashMap<u64, Item>,
+    next_item: u64,
+    machine: KeepAliveMachine,
+    trace: Vec<TraceEntry>,
+    // gateway
+    tokens: HashMap<String, Instant>,
+    token_serial: u64,
+    channels: BTreeMap<String, HashSet<String>>,
+    channel_serial: u64,
+    sockets: BTreeMap<SocketId, GwSocket>,
+    down_until: Option<Instant>,
+    latency_override: Option<Instant>,
+    spike_latency: Duration,
+    // accounting
+    published: u64,
+    expected: HashMap<u64, Instant>,
+    delivered: HashMap<u64, u32>,
+    summary: Summary,
+    blackhole_started: Vec<Instant>,
+    last_heartbeat: HashMap<SocketId, Instant>,
+}
+
+/// Plays `scenario` from `start` (any instant: the trace is relative to it) and returns what happened.
+pub fn run(scenario: &Scenario, start: Instant) -> SimReport {
+    let wall = UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+    let machine = match KeepAliveMachine::new(scenario.config.clone(), start, wall, scenario.seed) {
+        Ok(m) => m,
+        Err(e) => {
+            return SimReport {
+                trace: vec![TraceEntry {
+                    at: Duration::ZERO,
+                    what: format!("config refused: {e}"),
+                }],
+                summary: Summary::default(),
+                stats: Stats::default(),
+            }
+        }
+    };
+    let mut sim = Sim {
+        sc: scenario,
+        start,
+        now: start,
+        rng: Rng::new(scenario.seed ^ 0x0005_eed0_f5e7),
+        queue: BinaryHeap::new(),
+        items: HashMap::new(),
+        next_item: 0,
+        machine,
+        trace: Vec::new(),
+        tokens: HashMap::new(),
+        token_serial: 0,
+        channels: BTreeMap::new(),
+        channel_serial: 0,
+        sockets: BTreeMap::new(),
+        down_until: None,
+        latency_override: None,
+        spike_latency: Duration::ZERO,
+        published: 0,
+        expected: HashMap::new(),
+        delivered: HashMap::new(),
+        summary: Summary::default(),
+        blackhole_started: Vec::new(),
+        last_heartbeat: HashMap::new(),
+    };
+    sim.play();
+    sim.finish()
+}
+
+impl Sim<'_> {
+    fn at(&self) -> Duration {
+        self.now.saturating_duration_since(self.start)
+    }
+
+    fn record(&mut self, what: impl FnOnce() -> String) {
+        if self.sc.record_trace {
+            let at = self.at();
+            self.trace.push(TraceEntry { at, what: what() });
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, item: Item) {
+        self.next_item += 1;
+        self.queue.push(Reverse((at, self.next_item)));
+        self.items.insert(self.next_item, item);
+    }
+
+    fn one_way(&mut self) -> Duration {
+        let base = if self.latency_override.is_some_and(|until| self.now < until) {
+            self.spike_latency
+        } else {
+            self.sc.gateway.latency
+        };
+        let j = self.sc.gateway.jitter.as_micros() as u64;
+        base + Duration::from_micros(self.rng.below_or_equal(j))
+    }
+
+    fn lost(&mut self) -> bool {
+        self.sc.gateway.loss > 0.0 && self.rng.unit() < self.sc.gateway.loss
+    }
+
+    fn is_down(&self) -> bool {
+        self.down_until.is_some_and(|u| self.now < u)
+    }
+
+    fn play(&mut self) {
+        let end = self.start + self.sc.duration;
+        for (at, f) in self.sc.faults.clone() {
+            self.schedule(self.start + at, Item::Fault(f));
+        }
+        if let Some(p) = self.sc.publish_every {
+            if !p.is_zero() {
+                self.schedule(self.start + p, Item::Publish);
+            }
+        }
+        self.drain();
+        loop {
+            let next_item = self.queue.peek().map(|Reverse((t, _))| *t);
+            let next_timer = self.machine.poll_timeout();
+            let next = match (next_item, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => break,
+            };
+            if next > end {
+                break;
+            }
+            self.now = next.max(self.now);
+            if next_item == Some(next) {
+                let Reverse((_, id)) = self.queue.pop().expect("peeked");
+                let item = self.items.remove(&id).expect("scheduled");
+                self.process(item);
+            } else {
+                self.feed(Event::Tick);
+            }
+            if self.machine.is_stopped() && self.summary.stopped.is_some() {
+                // Let the closes land, then end.
+                if self.queue.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn feed(&mut self, event: Event) {
+        if !matches!(event, Event::Tick) {
+            self.record(|| format!("-> {}", describe_event(&event)));
+        }
+        self.machine.handle(self.now, event);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(action) = self.machine.poll_action() {
+            self.record(|| format!("<- {}", describe_action(&action)));
+            self.perform(action);
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Http(req) => self.http(req),
+            Action::Connect {
+                socket,
+                url,
+                headers,
+            } => self.connect(socket, &url, &headers),
+            Action::SendFrame {
+                socket,
+                frame,
+                text,
+            } => {
+                // Written at once; it reaches the gateway one latency later (unless lost or blackholed).
+                let open = self.sockets.get(&socket).is_some_and(|s| s.open);
+                let ev = if open {
+                    Event::SendCompleted { socket, frame }
+                } else {
+                    Event::SendFailed {
+                        socket,
+                        frame,
+                        error: "socket closed".into(),
+                    }
+                };
+                let is_heartbeat =
+                    text == crate::frames::PING_FRAME || text.contains("\"KEEP_ALIVE\"");
+                if is_heartbeat && open {
+                    if let Some(prev) = self.last_heartbeat.insert(socket, self.now) {
+                        let gap = self.now.saturating_duration_since(prev);
+                        self.summary.max_heartbeat_gap = self.summary.max_heartbeat_gap.max(gap);
+                        self.summary.min_heartbeat_gap =
+                            Some(self.summary.min_heartbeat_gap.map_or(gap, |g| g.min(gap)));
+                    }
+                }
+                self.schedule(self.now, Item::ToMachine(ev));
+                if open && !(is_heartbeat && self.lost()) {
+                    let mut at = self.now + self.one_way();
+                    if let Some(s) = self.sockets.get_mut(&socket) {
+                        at = at.max(s.last_to_gateway);
+                        s.last_to_gateway = at;
+                    }
+                    self.schedule(at, Item::ToGateway(socket, text));
+                }
+            }
+            Action::Close { socket, .. } => {
+                // The close frame reaches the gateway one latency later (after what was sent before it);
+                // until then the gateway keeps sending on the socket.
+                let Some(s) = self.sockets.get_mut(&socket) else {
+                    return;
+                };
+                if !s.open {
+                    s.cancelled = true;
+                    let at = self.client_arrival(socket);
+                    self.schedule(
+                        at,
+                        Item::ToMachine(Event::Closed {
+                            socket,
+                            code: None,
+                            reason: "aborted".into(),
+                        }),
+                    );
+                    return;
+                }
+                let last = s.last_to_gateway;
+                let at = (self.now + self.one_way()).max(last);
+                if let Some(s) = self.sockets.get_mut(&socket) {
+                    s.last_to_gateway = at;
+                }
+                self.schedule(at, Item::ClientClose(socket));
+            }
+            Action::ReconnectAfter(d) => self.summary.reconnect_delays.push(d),
+            Action::Alert(a) => {
+                if a.event == AlertEvent::DeadPeer {
+                    if let Some(t) = self.blackhole_started.first().copied() {
+                        self.blackhole_started.remove(0);
+                        self.summary
+                            .dead_peer_detection
+                            .push(self.now.saturating_duration_since(t));
+                    }
+                }
+            }
+            Action::Deliver(n) => {
+                let seq = n.json()["eventBody"]["seq"].as_u64();
+                if let Some(seq) = seq {
+                    *self.delivered.entry(seq).or_insert(0) += 1;
+                }
+            }
+            Action::Stopped(reason) => {
+                self.summary.stopped = Some(reason);
+                self.summary.stopped_at = Some(self.at());
+            }
+            Action::Audit(_) | Action::StateChanged { .. } => {}
+        }
+    }
+
+    fn respond(&mut self, id: RequestId, status: u16, body: String, retry_after: Option<u64>) {
+        let mut headers = Headers::new();
+        if let Some(s) = retry_after {
+            headers.push("Retry-After", s.to_string());
+        }
+        let at = self.now + self.one_way() + self.one_way();
+        self.schedule(
+            at,
+            Item::ToMachine(Event::HttpResponse(HttpResponse {
+                request: id,
+                status,
+                headers,
+                body: body.into_bytes(),
+            })),
+        );
+    }
+
+    fn bearer_ok(&mut self, headers: &Headers) -> bool {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        match self.tokens.get(token) {
+            Some(exp) if self.now < *exp => true,
+            _ => {
+                self.summary.expired_token_uses += 1;
+                false
+            }
+        }
+    }
+
+    fn http(&mut self, req: HttpRequest) {
+        if self.is_down() {
+            let at = self.now + self.one_way();
+            self.schedule(
+                at,
+                Item::ToMachine(Event::HttpFailed {
+                    request: req.id,
+                    error: "connection refused".into(),
+                }),
+            );
+            return;
+        }
+        let path = req
+            .url
+            .split_once("://")
+            .map(|(_, r)| r)
+            .unwrap_or(&req.url);
+        let path = path.find('/').map(|i| &path[i..]).unwrap_or("/").to_owned();
+        if path == "/oauth/token" {
+            let want = crate::http::basic_auth(
+                &self.sc.gateway.client_id,
+                &Secret::new(self.sc.gateway.client_secret.clone()),
+            );
+            if req.headers.get("authorization") != Some(want.as_str()) {
+                return self.respond(
+                    req.id,
+                    401,
+                    r#"{"error":"invalid_client","description":"bad credentials"}"#.into(),
+                    None,
+                );
+            }
+            self.token_serial += 1;
+            let token = format!("tok-{}-{}", self.token_serial, self.rng.next_u64());
+            self.tokens
+                .insert(token.clone(), self.now + self.sc.gateway.token_lifetime);
+            self.summary.tokens_issued += 1;
+            let body = format!(
+                r#"{{"access_token":"{token}","token_type":"bearer","expires_in":{}}}"#,
+                self.sc.gateway.token_lifetime.as_secs()
+            );
+            return self.respond(req.id, 200, body, None);
+        }
+        if !self.bearer_ok(&req.headers) {
+            return self.respond(req.id, 401, r#"{"message":"token expired"}"#.into(), None);
+        }
+        if path == "/api/v2/notifications/channels" {
+            self.channel_serial += 1;
+            let id = format!("ch{}", self.channel_serial);
+            self.channels.insert(id.clone(), HashSet::new());
+            let body = format!(
+                r#"{{"connectUri":"wss://streaming.sim.invalid/channels/{id}","id":"{id}","expires":"2026-12-01T00:00:00Z"}}"#
+            );
+            return self.respond(req.id, 200, body, None);
+        }
+        if let Some(rest) = path.strip_prefix("/api/v2/notifications/channels/") {
+            if let Some(id) = rest.strip_suffix("/subscriptions") {
+                let topics: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(
+                    req.body.as_deref().unwrap_or("[]"),
+                )
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| v["id"].as_str().map(str::to_owned))
+                .collect();
+                let Some(set) = self.channels.get_mut(id) else {
+                    return self.respond(
+                        req.id,
+                        404,
+                        r#"{"message":"channel not found"}"#.into(),
+                        None,
+                    );
+                };
+                if req.method == crate::http::Method::Put {
+                    set.clear();
+                }
+                set.extend(topics.iter().cloned());
+                let entities: Vec<String> = topics
+                    .iter()
+                    .map(|t| format!(r#"{{"id":"{t}","state":"Permitted"}}"#))
+                    .collect();
+                let body = format!(r#"{{"entities":[{}]}}"#, entities.join(","));
+                return self.respond(req.id, 200, body, None);
+            }
+        }
+        self.respond(
+            req.id,
+            404,
+            r#"{"message":"no such endpoint"}"#.into(),
+            None,
+        );
+    }
+
+    fn connect(&mut self, socket: SocketId, url: &str, headers: &Headers) {
+        let lat = self.one_way() + self.one_way();
+        if self.is_down() {
+            self.schedule(
+                self.now + lat,
+                Item::ToMachine(Event::ConnectFailed {
+                    socket,
+                    status: None,
+                    retry_after: None,
+                    error: "connection refused".into(),
+                }),
+            );
+            return;
+        }
+        let channel = url.rsplit_once("/channels/").map(|(_, id)| id.to_owned());
+        let refuse = match &channel {
+            Some(id) => (!self.channels.contains_key(id)).then_some(404),
+            None if headers.get("authorization").is_some() => {
+                (!self.bearer_ok(headers)).then_some(401)
+            }
+            None => None,
+        };
+        if let Some(status) = refuse {
+            self.schedule(
+                self.now + lat,
+                Item::ToMachine(Event::ConnectFailed {
+                    socket,
+                    status: Some(status),
+                    retry_after: None,
+                    error: format!("HTTP {status}"),
+                }),
+            );
+            return;
+        }
+        let opened_at = self.now + lat;
+        self.sockets.insert(
+            socket,
+            GwSocket {
+                channel,
+                open: false,
+                cancelled: false,
+                last_to_client: opened_at,
+                last_to_gateway: opened_at,
+                blackholed: false,
+                last_client_frame: opened_at,
+            },
+        );
+        self.schedule(opened_at, Item::GwOpen(socket));
+        if let Some(hb) = self.sc.gateway.server_heartbeat {
+            if self.sc.config.profile == ProfileKind::Notifications && !hb.is_zero() {
+                self.schedule(opened_at + hb, Item::ServerHeartbeat(socket));
+            }
+        }
+        if let Some(idle) = self.sc.gateway.idle_timeout {
+            self.schedule(opened_at + idle, Item::IdleCheck(socket));
+        }
+    }
+
+    /// A frame from the gateway to the client on `socket`, after one latency.
+    fn gateway_send(&mut self, socket: SocketId, text: String, droppable: bool) {
+        let Some(s) = self.sockets.get(&socket) else {
+            return;
+        };
+        if !s.open || s.blackholed || (droppable && self.lost()) {
+            return;
+        }
+        let at = self.client_arrival(socket);
+        self.schedule(at, Item::ToMachine(Event::FrameReceived { socket, text }));
+    }
+
+    /// When something the gateway sends now on `socket` reaches the client: one latency, in order.
+    fn client_arrival(&mut self, socket: SocketId) -> Instant {
+        let mut at = self.now + self.one_way();
+        if let Some(s) = self.sockets.get_mut(&socket) {
+            at = at.max(s.last_to_client);
+            s.last_to_client = at;
+        }
+        at
+    }
+
+    fn gateway_close(&mut self, socket: SocketId, code: u16, reason: &str) {
+        let Some(s) = self.sockets.get_mut(&socket) else {
+            return;
+        };
+        if !s.open {
+            return;
+        }
+        s.open = false;
+        if s.blackholed {
+            return;
+        }
+        let at = self.client_arrival(socket);
+        self.schedule(
+            at,
+            Item::ToMachine(Event::Closed {
+                socket,
+                code: Some(code),
+                reason: reason.into(),
+            }),
+        );
+    }
+
+    fn open_sockets(&self) -> Vec<SocketId> {
+        self.sockets
+            .iter()
+            .filter(|(_, s)| s.open)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn process(&mut self, item: Item) {
+        match item {
+            Item::ToMachine(ev) => {
+                // A frame or close for a socket the gateway already closed (before it opened) still lands.
+                self.feed(ev)
+            }
+            Item::GwOpen(socket) => {
+                let still_wanted = match self.sockets.get_mut(&socket) {
+                    // The client gave up on it (Close) before the handshake finished.
+                    Some(s) if !s.cancelled => {
+                        s.open = true;
+                        true
+                    }
+                    _ => false,
+                };
+                if still_wanted {
+                    self.feed(Event::Opened { socket });
+                }
+            }
+            Item::ToGateway(socket, text) => {
+                let Some(s) = self.sockets.get_mut(&socket) else {
+                    return;
+                };
+                if !s.open || s.blackholed {
+                    return;
+                }
+                s.last_client_frame = self.now;
+                if text == crate::frames::PING_FRAME {
+                    self.gateway_send(
+                        socket,
+                        r#"{"topicName":"channel.metadata","eventBody":{"message":"pong"}}"#.into(),
+                        true,
+                    );
+                } else if text.contains("\"KEEP_ALIVE\"") {
+                    let seq = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["seq"].as_u64());
+                    let ack = match seq {
+                        Some(s) => format!(r#"{{"type":"KEEP_ALIVE_ACK","seq":{s}}}"#),
+                        None => r#"{"type":"KEEP_ALIVE_ACK"}"#.into(),
+                    };
+                    self.gateway_send(socket, ack, true);
+                }
+            }
+            Item::ServerHeartbeat(socket) => {
+                if self.sockets.get(&socket).is_some_and(|s| s.open) {
+                    self.gateway_send(
+                        socket,
+                        r#"{"topicName":"channel.metadata","eventBody":{"message":"WebSocket Heartbeat"}}"#
+                            .into(),
+                        false,
+                    );
+                    if let Some(hb) = self.sc.gateway.server_heartbeat {
+                        self.schedule(self.now + hb, Item::ServerHeartbeat(socket));
+                    }
+                }
+            }
+            Item::IdleCheck(socket) => {
+                let Some(idle) = self.sc.gateway.idle_timeout else {
+                    return;
+                };
+                let Some(s) = self.sockets.get(&socket) else {
+                    return;
+                };
+                if !s.open {
+                    return;
+                }
+                let due = s.last_client_frame + idle;
+                if self.now >= due {
+                    self.summary.idle_closes += 1;
+                    self.record(|| format!("gateway: idle close of {socket}"));
+                    self.gateway_close(socket, 1001, "idle timeout");
+                } else {
+                    self.schedule(due, Item::IdleCheck(socket));
+                }
+            }
+            Item::GatewayClose(socket, code, reason) => self.gateway_close(socket, code, reason),
+            Item::ClientClose(socket) => {
+                if let Some(s) = self.sockets.get_mut(&socket) {
+                    let blackholed = s.blackholed;
+                    s.open = false;
+                    if !blackholed {
+                        let at = self.client_arrival(socket);
+                        self.schedule(
+                            at,
+                            Item::ToMachine(Event::Closed {
+                                socket,
+                                code: Some(1000),
+                                reason: "closed".into(),
+                            }),
+                        );
+                    }
+                }
+            }
+            Item::Publish => {
+                self.published += 1;
+                let seq = self.published;
+                let topic = self.sc.config.topics.first().cloned().unwrap_or_default();
+                let text = format!(
+                    r#"{{"topicName":"{topic}","version":"2","eventBody":{{"seq":{seq}}},"metadata":{{"CorrelationId":"n-{seq}"}}}}"#
+                );
+                let mut reached = false;
+                for socket in self.open_sockets() {
+                    let s = &self.sockets[&socket];
+                    let subscribed = s
+                        .channel
+                        .as_ref()
+                        .and_then(|c| self.channels.get(c))
+                        .is_some_and(|set| set.contains(&topic));
+                    if subscribed && !s.blackholed {
+                        reached = true;
+                        self.gateway_send(socket, text.clone(), false);
+                    }
+                }
+                if reached {
+                    self.expected.insert(seq, self.now);
+                } else {
+                    self.summary.unreachable += 1;
+                }
+                if let Some(p) = self.sc.publish_every {
+                    self.schedule(self.now + p, Item::Publish);
+                }
+            }
+            Item::Fault(f) => {
+                self.record(|| format!("fault: {f:?}"));
+                match &f {
+                    Fault::Blackhole => {
+                        let mut any = false;
+                        for socket in self.open_sockets() {
+                            if let Some(s) = self.sockets.get_mut(&socket) {
+                                s.blackholed = true;
+                                any = true;
+                            }
+                        }
+                        if any {
+                            self.blackhole_started.push(self.now);
+                        }
+                    }
+                    Fault::Outage(d) => {
+                        self.down_until = Some(self.now + *d);
+                        for socket in self.open_sockets() {
+                            if let Some(s) = self.sockets.get_mut(&socket) {
+                                s.open = false;
+                                if !s.blackholed {
+                                    let at = self.now + self.sc.gateway.latency;
+                                    self.schedule(
+                                        at,
+                                        Item::ToMachine(Event::Closed {
+                                            socket,
+                                            code: None,
+                                            reason: "connection reset".into(),
+                                        }),
+                                    );
+                                }
+                            }
+                        }
+                        self.channels.clear();
+                        self.tokens.clear();
+                    }
+                    Fault::SocketClosing => {
+                        for socket in self.open_sockets() {
+                            self.gateway_send(
+                                socket,
+                                r#"{"topicName":"v2.system.socket_closing","eventBody":{"message":"maintenance"}}"#
+                                    .into(),
+                                false,
+                            );
+                            let at = self.now + self.sc.gateway.socket_closing_grace;
+                            self.schedule(at, Item::GatewayClose(socket, 1001, "socket closing"));
+                        }
+                    }
+                    Fault::LatencySpike { latency, duration } => {
+                        self.spike_latency = *latency;
+                        self.latency_override = Some(self.now + *duration);
+                        self.schedule(self.now + *duration, Item::FaultEnd(f.clone()));
+                    }
+                    Fault::ExpireTokens => {
+                        let now = self.now;
+                        for exp in self.tokens.values_mut() {
+                            *exp = now;
+                        }
+                    }
+                    Fault::ChannelGone => {
+                        for socket in self.open_sockets() {
+                            if let Some(ch) = self.sockets[&socket].channel.clone() {
+                                self.channels.remove(&ch);
+                            }
+                            self.gateway_send(
+                                socket,
+                                r#"{"result":"404","message":"channel not found"}"#.into(),
+                                false,
+                            );
+                        }
+                    }
+                    Fault::Garbage => {
+                        for socket in self.open_sockets() {
+                            for g in [
+                                "not json at all",
+                                "{\"topicName\":42}",
+                                "[1,2,3]",
+                                "{\"topicName\":\"channel.metadata\",\"eventBody\":{\"message\":\"pong\"}}",
+                                "{\"type\":\"KEEP_ALIVE_ACK\",\"seq\":999999}",
+                                "{\"topicName\":\"v2.not.subscribed\",\"eventBody\":{}}",
+                            ] {
+                                self.gateway_send(socket, g.into(), false);
+                            }
+                            let at = self.now + self.one_way();
+                            self.schedule(
+                                at,
+                                Item::ToMachine(Event::BinaryReceived {
+                                    socket,
+                                    data: vec![0xff, 0xfe, 0x00],
+                                }),
+                            );
+                        }
+                    }
+                }
+            }
+            Item::FaultEnd(f) => {
+                self.record(|| format!("fault over: {f:?}"));
+                if let Fault::LatencySpike { .. } = f {
+                    self.latency_override = None;
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> SimReport {
+        let mut lost = 0;
+        let mut duplicated = 0;
+        // Notifications still on the wire when the run ends are not lost.
+        let horizon = self
+            .now
+            .checked_sub(Duration::from_secs(10))
+            .unwrap_or(self.start);
+        for (seq, at) in &self.expected {
+            if *at > horizon {
+                continue;
+            }
+            match self.delivered.get(seq) {
+                None => lost += 1,
+                Some(n) if *n > 1 => duplicated += 1,
+                _ => {}
+            }
+        }
+        self.summary.published = self.published;
+        self.summary.delivered = self.delivered.len() as u64;
+        self.summary.in_flight_at_end = self
+            .expected
+            .iter()
+            .filter(|(seq, at)| **at > horizon && !self.delivered.contains_key(seq))
+            .count() as u64;
+        self.summary.lost = lost;
+        self.summary.duplicated = duplicated;
+        self.summary.final_state = self.machine.state();
+        SimReport {
+            trace: self.trace,
+            summary: self.summary,
+            stats: self.machine.stats(),
+        }
+    }
+}
+
+fn describe_event(e: &Event) -> String {
+    match e {
+        Event::FrameReceived { socket, text } => format!("frame {socket} {text}"),
+        Event::HttpResponse(r) => {
+            format!("http {} {} ({} bytes)", r.request.0, r.status, r.body.len())
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn describe_action(a: &Action) -> String {
+    match a {
+        Action::Http(r) => format!("http {} {} {}", r.id.0, r.method.as_str(), r.url),
+        Action::Connect { socket, url, .. } => format!("connect {socket} {url}"),
+        Action::SendFrame {
+            socket,
+            frame,
+            text,
+        } => format!("send {socket} #{} {text}", frame.0),
+        Action::Audit(a) => format!(
+            "audit {:?} {} {:?}",
+            a.event,
+            a.state,
+            a.error.as_deref().unwrap_or("")
+        ),
+        other => format!("{other:?}"),
+    }
+}
