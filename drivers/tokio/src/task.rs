@@ -1,0 +1,472 @@
+//! The one task that owns the [`KeepAliveMachine`]: it feeds every input in, stamped with `Instant::now()`,
+//! drains and performs every action, and sleeps until the machine's next deadline. It makes no keep-alive
+//! decision of its own.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use genesys_keepalive::{
+    Action, Alert, AuditEntry, AuditEvent, Event, FrameId, KeepAliveMachine, Notification,
+    RequestId, SocketId, State, Stats, StopReason,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+
+use crate::socket::{self, SocketContext, WriterCmd};
+use crate::Report;
+
+/// Everything that reaches the machine task: reports from socket, writer and HTTP tasks, and requests from
+/// the [`Handle`](crate::Handle).
+pub(crate) enum Input {
+    Opened(SocketId),
+    ConnectFailed {
+        socket: SocketId,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+        error: String,
+    },
+    Text(SocketId, String),
+    Binary(SocketId, Vec<u8>),
+    Sent {
+        socket: SocketId,
+        frame: FrameId,
+        result: Result<(), String>,
+    },
+    ReaderEnded {
+        socket: SocketId,
+        code: Option<u16>,
+        reason: String,
+    },
+    LingerExpired(SocketId),
+    Http(RequestId, Event),
+    Subscribe(Vec<String>),
+    TokenExpired,
+    Shutdown,
+}
+
+/// A socket the machine asked for and has not yet been told is closed.
+struct SocketCtl {
+    writes: mpsc::UnboundedSender<WriterCmd>,
+    task: AbortHandle,
+    /// The machine asked to close it: only its end is still reported.
+    closing: bool,
+}
+
+/// Where the task publishes what the [`Handle`](crate::Handle) reads.
+pub(crate) struct Outlets {
+    pub notifications: mpsc::UnboundedSender<Notification>,
+    pub reports: broadcast::Sender<Report>,
+    pub stats: watch::Sender<Stats>,
+    pub state: watch::Sender<State>,
+    pub stopped: watch::Sender<Option<StopReason>>,
+    pub finished: watch::Sender<bool>,
+    pub ready: oneshot::Sender<Result<(), StopReason>>,
+}
+
+pub(crate) struct Driver {
+    machine: KeepAliveMachine,
+    inputs: mpsc::Receiver<Input>,
+    input_tx: mpsc::Sender<Input>,
+    sockets: HashMap<SocketId, SocketCtl>,
+    http: HashMap<RequestId, AbortHandle>,
+    ctx: Arc<SocketContext>,
+    client: reqwest::Client,
+    allow_insecure: bool,
+    notifications: Option<mpsc::UnboundedSender<Notification>>,
+    reports: broadcast::Sender<Report>,
+    stats: watch::Sender<Stats>,
+    state: watch::Sender<State>,
+    stopped: watch::Sender<Option<StopReason>>,
+    finished: watch::Sender<bool>,
+    ready: Option<oneshot::Sender<Result<(), StopReason>>>,
+    opened: bool,
+    /// Events the driver itself produced while performing actions (e.g. a socket dropped at once).
+    local: VecDeque<Event>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        machine: KeepAliveMachine,
+        inputs: mpsc::Receiver<Input>,
+        input_tx: mpsc::Sender<Input>,
+        ctx: Arc<SocketContext>,
+        client: reqwest::Client,
+        out: Outlets,
+    ) -> Self {
+        let allow_insecure = machine.config().allow_insecure;
+        Driver {
+            machine,
+            inputs,
+            input_tx,
+            sockets: HashMap::new(),
+            http: HashMap::new(),
+            ctx,
+            client,
+            allow_insecure,
+            notifications: Some(out.notifications),
+            reports: out.reports,
+            stats: out.stats,
+            state: out.state,
+            stopped: out.stopped,
+            finished: out.finished,
+            ready: Some(out.ready),
+            opened: false,
+            local: VecDeque::new(),
+        }
+    }
+
+    /// Runs until the machine has stopped and every socket it asked to close is closed. `handles_gone`
+    /// resolves when the last [`Handle`](crate::Handle) is dropped: that is a graceful shutdown.
+    pub(crate) async fn run(mut self, mut handles_gone: oneshot::Receiver<()>) {
+        let mut handles_alive = true;
+        loop {
+            self.drain();
+            if self.machine.is_stopped() && self.sockets.is_empty() {
+                break;
+            }
+            let deadline = self.machine.poll_timeout();
+            let sleep = async move {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                input = self.inputs.recv() => {
+                    // The task holds a sender itself, so the channel never closes under it.
+                    if let Some(input) = input {
+                        self.on_input(input);
+                    }
+                }
+                () = sleep => {
+                    // Don't trust the timer: compare with the clock.
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        self.machine.handle(now, Event::Tick);
+                    }
+                }
+                _ = &mut handles_gone, if handles_alive => {
+                    handles_alive = false;
+                    self.feed(Event::Shutdown);
+                }
+            }
+        }
+        self.publish();
+        self.finished.send_replace(true);
+    }
+
+    /// Hands one event to the machine, unless it has stopped (then only socket ends still matter to it).
+    fn feed(&mut self, event: Event) {
+        if self.machine.is_stopped() && !matches!(event, Event::Closed { .. }) {
+            return;
+        }
+        self.machine.handle(Instant::now(), event);
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Opened(socket) => {
+                if self.sockets.get(&socket).is_some_and(|c| !c.closing) {
+                    self.feed(Event::Opened { socket });
+                    self.opened = true;
+                }
+            }
+            Input::ConnectFailed {
+                socket,
+                status,
+                retry_after,
+                error,
+            } => {
+                // The attempt is over: this is the socket's last report.
+                if let Some(ctl) = self.sockets.remove(&socket) {
+                    if ctl.closing {
+                        self.feed(Event::Closed {
+                            socket,
+                            code: None,
+                            reason: error,
+                        });
+                    } else {
+                        self.feed(Event::ConnectFailed {
+                            socket,
+                            status,
+                            retry_after,
+                            error,
+                        });
+                    }
+                }
+            }
+            Input::Text(socket, text) => {
+                if self.sockets.contains_key(&socket) {
+                    self.feed(Event::FrameReceived { socket, text });
+                }
+            }
+            Input::Binary(socket, data) => {
+                if self.sockets.contains_key(&socket) {
+                    self.feed(Event::BinaryReceived { socket, data });
+                }
+            }
+            Input::Sent {
+                socket,
+                frame,
+                result,
+            } => {
+                if self.sockets.contains_key(&socket) {
+                    self.feed(match result {
+                        Ok(()) => Event::SendCompleted { socket, frame },
+                        Err(error) => Event::SendFailed {
+                            socket,
+                            frame,
+                            error,
+                        },
+                    });
+                }
+            }
+            Input::ReaderEnded {
+                socket,
+                code,
+                reason,
+            } => {
+                if self.forget_socket(socket) {
+                    self.feed(Event::Closed {
+                        socket,
+                        code,
+                        reason,
+                    });
+                }
+            }
+            Input::LingerExpired(socket) => {
+                if self.sockets.get(&socket).is_some_and(|c| c.closing)
+                    && self.forget_socket(socket)
+                {
+                    self.feed(Event::Closed {
+                        socket,
+                        code: None,
+                        reason: "no close frame from the peer within the linger time".into(),
+                    });
+                }
+            }
+            Input::Http(request, event) => {
+                if self.http.remove(&request).is_some() {
+                    self.feed(event);
+                }
+            }
+            Input::Subscribe(topics) => self.feed(Event::Subscribe { topics }),
+            Input::TokenExpired => self.feed(Event::TokenExpired),
+            Input::Shutdown => self.feed(Event::Shutdown),
+        }
+    }
+
+    /// Drops a socket's tasks; true if it was still known.
+    fn forget_socket(&mut self, socket: SocketId) -> bool {
+        match self.sockets.remove(&socket) {
+            Some(ctl) => {
+                ctl.task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Performs every pending action (and the events that performing them produced), then publishes.
+    fn drain(&mut self) {
+        loop {
+            while let Some(action) = self.machine.poll_action() {
+                self.perform(action);
+            }
+            match self.local.pop_front() {
+                Some(event) => self.feed(event),
+                None => break,
+            }
+        }
+        if self.opened && !self.machine.is_stopped() {
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(Ok(()));
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let stats = self.machine.stats();
+        self.state.send_if_modified(|s| {
+            let changed = *s != stats.state;
+            *s = stats.state;
+            changed
+        });
+        self.stats.send_replace(stats);
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Http(request) => {
+                let id = request.id;
+                let client = self.client.clone();
+                let tx = self.input_tx.clone();
+                let insecure = self.allow_insecure;
+                let task = tokio::spawn(async move {
+                    let event = crate::http::perform(&client, insecure, request).await;
+                    let _ = tx.send(Input::Http(id, event)).await;
+                });
+                self.http.insert(id, task.abort_handle());
+            }
+            Action::Connect {
+                socket,
+                url,
+                headers,
+            } => {
+                tracing::debug!(target: "genesys_keepalive", %socket, %url, "connecting");
+                let (writes, writes_rx) = mpsc::unbounded_channel();
+                let task = tokio::spawn(socket::run(
+                    socket,
+                    url,
+                    headers,
+                    self.ctx.clone(),
+                    writes_rx,
+                    self.input_tx.clone(),
+                ));
+                self.sockets.insert(
+                    socket,
+                    SocketCtl {
+                        writes,
+                        task: task.abort_handle(),
+                        closing: false,
+                    },
+                );
+            }
+            Action::SendFrame {
+                socket,
+                frame,
+                text,
+            } => {
+                let queued = self
+                    .sockets
+                    .get(&socket)
+                    .is_some_and(|c| c.writes.send(WriterCmd::Frame { frame, text }).is_ok());
+                if !queued {
+                    self.local.push_back(Event::SendFailed {
+                        socket,
+                        frame,
+                        error: "the socket is no longer open".into(),
+                    });
+                }
+            }
+            Action::Close {
+                socket,
+                code,
+                reason,
+                linger,
+            } => self.close(socket, code, reason, linger),
+            Action::ReconnectAfter(delay) => {
+                tracing::debug!(target: "genesys_keepalive", delay_ms = delay.as_millis() as u64, "reconnect scheduled");
+            }
+            Action::Audit(entry) => {
+                trace_audit(&entry);
+                let _ = self.reports.send(Report::Audit(entry));
+            }
+            Action::Alert(alert) => {
+                trace_alert(&alert);
+                let _ = self.reports.send(Report::Alert(alert));
+            }
+            Action::Deliver(notification) => {
+                if let Some(tx) = &self.notifications {
+                    let _ = tx.send(notification);
+                }
+            }
+            Action::StateChanged { from, to } => {
+                tracing::info!(target: "genesys_keepalive", %from, %to, "state changed");
+                let _ = self.reports.send(Report::State { from, to });
+            }
+            Action::Stopped(reason) => {
+                tracing::info!(target: "genesys_keepalive", reason = %reason, "stopped");
+                for (_, task) in self.http.drain() {
+                    task.abort();
+                }
+                self.notifications = None; // ends the stream
+                if let Some(ready) = self.ready.take() {
+                    let _ = ready.send(Err(reason.clone()));
+                }
+                self.stopped.send_replace(Some(reason.clone()));
+                let _ = self.reports.send(Report::Stopped(reason));
+            }
+        }
+    }
+
+    /// Sends the close frame and keeps reading until the peer's close or `linger`; a zero linger drops the
+    /// socket at once.
+    fn close(&mut self, socket: SocketId, code: u16, reason: String, linger: Duration) {
+        let Some(ctl) = self.sockets.get_mut(&socket) else {
+            return; // already gone (its end was reported)
+        };
+        if linger.is_zero() {
+            self.forget_socket(socket);
+            self.local.push_back(Event::Closed {
+                socket,
+                code: None,
+                reason: format!("dropped by the client ({code} {reason})"),
+            });
+            return;
+        }
+        if ctl.closing {
+            return;
+        }
+        ctl.closing = true;
+        let _ = ctl.writes.send(WriterCmd::Close { code, reason });
+        let tx = self.input_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            let _ = tx.send(Input::LingerExpired(socket)).await;
+        });
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        for (_, ctl) in self.sockets.drain() {
+            ctl.task.abort();
+        }
+        for (_, task) in self.http.drain() {
+            task.abort();
+        }
+        self.finished.send_replace(true);
+    }
+}
+
+fn trace_audit(e: &AuditEntry) {
+    let error = e.error.as_deref().unwrap_or("");
+    macro_rules! audit {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "genesys_keepalive",
+                event = ?e.event,
+                connection_id = %e.connection_id,
+                state = %e.state,
+                payload_size = e.payload_size,
+                error,
+                timestamp = %e.timestamp,
+                "audit"
+            )
+        };
+    }
+    match e.event {
+        AuditEvent::SendSuccess => audit!(debug),
+        _ => audit!(info),
+    }
+}
+
+fn trace_alert(a: &Alert) {
+    let m = &a.metrics;
+    tracing::warn!(
+        target: "genesys_keepalive",
+        event = ?a.event,
+        avg_latency_ms = ?m.avg_latency,
+        packet_loss = ?m.packet_loss,
+        sent = ?m.sent,
+        ack = ?m.ack,
+        idle_ms = ?m.idle_ms,
+        attempts = ?m.attempts,
+        detail = m.detail.as_deref().unwrap_or(""),
+        timestamp = %a.timestamp,
+        "alert"
+    );
+}
