@@ -1474,10 +1474,26 @@ impl KeepAliveMachine {
                 Some(format!("notification for unsubscribed topic `{topic}`")),
             );
         }
-        let key = fnv1a(correlation_id.as_deref().unwrap_or(raw).as_bytes());
-        if self.dedup_set.contains(&key) {
+        if self.config.profile == ProfileKind::Notifications
+            && !self.first_sighting(&correlation_id, raw)
+        {
             self.stats.duplicates_dropped += 1;
             return;
+        }
+        self.stats.notifications_delivered += 1;
+        self.push(Action::Deliver(Notification {
+            topic_name: topic,
+            raw: raw.to_owned(),
+            correlation_id,
+        }));
+    }
+
+    /// Rollover overlap: the same notification may come on the old and the new socket. Its key is
+    /// `metadata.CorrelationId`, or the whole frame when there is none.
+    fn first_sighting(&mut self, correlation_id: &Option<String>, raw: &str) -> bool {
+        let key = fnv1a(correlation_id.as_deref().unwrap_or(raw).as_bytes());
+        if self.dedup_set.contains(&key) {
+            return false;
         }
         self.dedup_set.insert(key);
         self.dedup_order.push_back(key);
@@ -1486,12 +1502,7 @@ impl KeepAliveMachine {
                 self.dedup_set.remove(&old);
             }
         }
-        self.stats.notifications_delivered += 1;
-        self.push(Action::Deliver(Notification {
-            topic_name: topic,
-            raw: raw.to_owned(),
-            correlation_id,
-        }));
+        true
     }
 
     fn on_socket_closing(&mut self) {
