@@ -16,6 +16,7 @@
 
 pub mod gateway;
 pub mod proxy;
+pub mod scenarios;
 mod tls;
 mod util;
 
