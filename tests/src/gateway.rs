@@ -215,7 +215,8 @@ pub struct GatewayStats {
     pub heartbeats_sent: u64,
     /// Notifications published (calls of [`Gateway::publish`] or `/testkit/publish`).
     pub notifications_published: u64,
-    /// Notification frames written, summed over sockets.
+    /// Notification frames written, summed over sockets. (Every `*_sent` counter is bumped just
+    /// before the frame is written, so a client that has read a frame sees it counted.)
     pub notifications_sent: u64,
     /// Close frames received from clients, as `(code, reason)`; 1005 when the frame had no code.
     /// Includes a client's echo of a close the gateway started.
@@ -238,7 +239,8 @@ pub struct GatewayStats {
     pub scripted_served: u64,
     /// The `Retry-After` (seconds) of the last scripted answer that had one.
     pub last_http_retry_after_served: Option<u64>,
-    /// Every request answered, in order (not the `/testkit/` control ones).
+    /// Every request answered, in order (not the `/testkit/` control ones; at most the last
+    /// 100,000 or so).
     pub requests: Vec<RequestRecord>,
 }
 

@@ -85,12 +85,37 @@ async fn scripted_429_with_retry_after_then_normal() {
     let (status, _) = create_channel(&client, &base, &tok).await;
     assert_eq!(status, 200);
 
+    // The WebSocket handshake can be scripted too.
+    gw.script_http(Endpoint::WebSocket, vec![Scripted::too_many_requests(4)]);
+    let (id, uri) = channel(&client, &base, &tok).await;
+    match tokio_tungstenite::connect_async(uri.as_str()).await {
+        Err(tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 429);
+            assert_eq!(resp.headers().get("retry-after").unwrap(), "4");
+        }
+        other => panic!("expected a scripted 429, got {:?}", other.map(|_| ())),
+    }
+    let _ws = connect(&uri).await;
+
+    // And the subscriptions endpoint.
+    gw.script_http(Endpoint::Subscriptions, vec![Scripted::new(504, "{}")]);
+    assert_eq!(
+        subscribe(&client, &base, &tok, &id, &["t"], true).await.0,
+        504
+    );
+    assert_eq!(
+        subscribe(&client, &base, &tok, &id, &["t"], true).await.0,
+        200
+    );
+
     let s = gw.stats();
-    assert_eq!(s.scripted_served, 2);
-    assert_eq!(s.last_http_retry_after_served, Some(2));
+    assert_eq!(s.scripted_served, 4);
+    assert_eq!(s.last_http_retry_after_served, Some(4));
+    assert_eq!(s.sockets_opened, 1);
+    assert_eq!(s.subscription_requests, 2);
     assert_eq!(s.token_failures, 1);
     assert_eq!(s.tokens_issued, 1);
-    assert_eq!(s.channels_created, 1);
+    assert_eq!(s.channels_created, 2);
 }
 
 #[tokio::test]
@@ -278,26 +303,35 @@ async fn twenty_first_channel_evicts_the_least_recently_used() {
     let client = http();
     let base = gw.base_url();
     let tok = token(&client, &base).await;
-    let mut ids = Vec::new();
-    for _ in 0..20 {
+    let mut ids = vec![channel(&client, &base, &tok).await.0];
+    // A socket on the oldest channel (connecting counts as a use, so do it first).
+    let mut doomed = connect(&format!("ws://127.0.0.1:{}/channels/{}", gw.port(), ids[0])).await;
+    wait_stats(&gw, |s| s.sockets_open_now == 1).await;
+    for _ in 1..20 {
         ids.push(channel(&client, &base, &tok).await.0);
     }
-    // Touch the first channel so the second becomes the least recently used.
-    assert_eq!(
-        subscribe(&client, &base, &tok, &ids[0], &["t"], true)
-            .await
-            .0,
-        200
-    );
     let (newest, _) = channel(&client, &base, &tok).await;
+    // Its socket hears that the channel is gone, as Genesys says it may.
+    let gone = next_json(&mut doomed, SHORT).await.expect("404 frame");
+    assert_eq!(gone["result"], "404");
+    assert!(gone["message"].as_str().unwrap().contains(&ids[0]));
     let live = gw.channel_ids();
     assert_eq!(live.len(), 20);
-    assert!(live.contains(&ids[0]));
-    assert!(!live.contains(&ids[1]));
+    assert!(!live.contains(&ids[0]));
     assert!(live.contains(&newest));
-    assert_eq!(gw.stats().channels_evicted, 1);
+
+    // Using a channel protects it: touch ids[1], and ids[2] goes next.
+    let (status, _) = subscribe(&client, &base, &tok, &ids[1], &["t"], true).await;
+    assert_eq!(status, 200);
+    channel(&client, &base, &tok).await;
+    let live = gw.channel_ids();
+    assert_eq!(live.len(), 20);
+    assert!(live.contains(&ids[1]));
+    assert!(!live.contains(&ids[2]));
+    assert_eq!(gw.stats().channels_evicted, 2);
+    assert_eq!(gw.stats().channels_created, 22);
     let status = client
-        .head(format!("{base}/api/v2/notifications/channels/{}", ids[1]))
+        .head(format!("{base}/api/v2/notifications/channels/{}", ids[2]))
         .bearer_auth(&tok)
         .send()
         .await
@@ -370,9 +404,9 @@ async fn publish_reaches_subscribed_sockets_with_correlation_ids() {
 #[tokio::test]
 async fn idle_socket_is_closed_1001_and_a_pinging_one_is_not() {
     let gw = gateway(|c| c.idle_timeout = Duration::from_millis(600));
+    let started = Instant::now(); // before the idle socket opens: a safe lower bound
     let (_c, id, mut idle) = connected_channel(&gw, &[]).await;
     let mut busy = connect(&format!("ws://127.0.0.1:{}/channels/{id}", gw.port())).await;
-    let started = Instant::now();
 
     let pinger = tokio::spawn(async move {
         for _ in 0..10 {
@@ -391,7 +425,7 @@ async fn idle_socket_is_closed_1001_and_a_pinging_one_is_not() {
         }
         other => panic!("expected close 1001, got {other:?}"),
     }
-    assert!(started.elapsed() >= Duration::from_millis(550));
+    assert!(started.elapsed() >= Duration::from_millis(600));
     let busy = pinger.await.unwrap();
     drop(busy);
     let s = gw.stats();
@@ -674,6 +708,39 @@ async fn http_control_endpoints_drive_the_gateway() {
         "v2.system.socket_closing"
     );
 
+    // Scripting, token expiry and topic bans over HTTP.
+    let status = client
+        .post(format!("{base}/testkit/script"))
+        .json(&json!({"endpoint": "token", "responses": [{"status": 429, "retry_after": 3, "body": "{}"}]}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    let (status, _, headers) = token_with(&client, &base, "test-client", "test-secret").await;
+    assert_eq!(status, 429);
+    assert_eq!(headers.get("retry-after").unwrap(), "3");
+    let tok = token(&client, &base).await;
+    client
+        .post(format!("{base}/testkit/forbid-topic"))
+        .json(&json!({"topic": "v2.banned"}))
+        .send()
+        .await
+        .unwrap();
+    let (cid, _) = channel(&client, &base, &tok).await;
+    assert_eq!(
+        subscribe(&client, &base, &tok, &cid, &["v2.banned"], true)
+            .await
+            .0,
+        403
+    );
+    client
+        .post(format!("{base}/testkit/expire-tokens"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create_channel(&client, &base, &tok).await.0, 401);
+
     let stats: Value = client
         .get(format!("{base}/testkit/stats"))
         .send()
@@ -683,7 +750,9 @@ async fn http_control_endpoints_drive_the_gateway() {
         .await
         .unwrap();
     assert_eq!(stats["notifications_published"], 1);
-    assert_eq!(stats["tokens_issued"], 1);
+    assert_eq!(stats["tokens_issued"], 2);
+    assert_eq!(stats["requests_with_expired_token"], 1);
+    assert_eq!(stats["last_http_retry_after_served"], 3);
     assert!(stats["requests"].as_array().unwrap().len() >= 3);
     assert!(stats["requests"][0]["at_ms"].is_u64());
     // Control requests are not in the request log.

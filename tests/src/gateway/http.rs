@@ -34,6 +34,9 @@ type Resp = Response<Full<Bytes>>;
 /// Request bodies above this are refused.
 const MAX_BODY: usize = 4 << 20;
 
+/// The request log keeps at most this many entries (the oldest go first).
+const MAX_LOGGED_REQUESTS: usize = 100_000;
+
 /// Accepts connections until `stop` flips (or its sender goes away).
 pub(super) async fn serve(
     shared: Arc<Shared>,
@@ -110,6 +113,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     if !path.starts_with("/testkit/") {
         let at = shared.started.elapsed();
         shared.update(|s| {
+            if s.stats.requests.len() >= MAX_LOGGED_REQUESTS {
+                // Keep memory bounded in long runs: forget the oldest tenth.
+                s.stats.requests.drain(..MAX_LOGGED_REQUESTS / 10);
+            }
             s.stats.requests.push(RequestRecord {
                 method: method.to_string(),
                 path: path.clone(),

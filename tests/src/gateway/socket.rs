@@ -61,7 +61,7 @@ fn enqueue(shared: &Shared, queue: &mut Queue, msg: Message, kind: OutKind) {
     queue.push_back((due, msg, kind));
 }
 
-/// Writes every frame that is due; counts them.
+/// Writes every frame that is due; counts them (as they are handed to the socket).
 async fn flush_due(
     shared: &Shared,
     ws: &mut WebSocketStream<Conn>,
@@ -74,7 +74,7 @@ async fn flush_due(
         let Some((_, msg, kind)) = queue.pop_front() else {
             break;
         };
-        ws.send(msg).await?;
+        // Count before writing, so a client that has read the frame always sees it counted.
         shared.update(|s| match kind {
             OutKind::Pong => s.stats.pongs_sent += 1,
             OutKind::Ack => s.stats.acks_sent += 1,
@@ -84,6 +84,7 @@ async fn flush_due(
             OutKind::Garbage => s.stats.garbage_frames_sent += 1,
             OutKind::Other => {}
         });
+        ws.send(msg).await?;
     }
     Ok(())
 }
