@@ -149,7 +149,7 @@ macro_rules! e2e_suite {
         $crate::e2e_suite!(@tests $make;
             steady_state, blackhole, socket_closing_rollover, token_expiry, bad_credentials,
             forbidden_topic, rate_limited_channel_creation, garbage_and_oversized_frames,
-            graceful_shutdown, keepalive_frame_profile, tls);
+            graceful_shutdown, keepalive_frame_profile, tls, handshake_refused);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -436,6 +436,14 @@ async fn shutdown_and_check<D: DriverUnderTest + ?Sized>(d: &D, mut c: Client) -
         .await
         .unwrap_or_else(|| panic!("[{}] shutdown did not finish within 5 s", d.name()));
     assert_eq!(stats.state, State::Stopped);
+    // Every report the driver made fitted what the machine expected (no stale ids, no double closes).
+    assert_eq!(
+        stats.unexpected_events,
+        0,
+        "[{}] unexpected events\ntrace:\n{}",
+        d.name(),
+        c.trace()
+    );
     assert_clean(d, &mut c);
     stats
 }
@@ -793,6 +801,12 @@ pub async fn graceful_shutdown<D: DriverUnderTest + ?Sized>(d: &D) {
         .await
         .expect("shutdown finishes within 5 s");
     assert_eq!(stats.state, State::Stopped);
+    assert_eq!(
+        stats.unexpected_events,
+        0,
+        "{stats:?}\ntrace:\n{}",
+        c.trace()
+    );
     let recorded = within(
         d,
         Duration::from_secs(2),
@@ -959,6 +973,54 @@ pub async fn tls<D: DriverUnderTest + ?Sized>(d: &D) {
         Ok(_) => panic!("[{}] http:// accepted without allow_insecure", d.name()),
     }
     assert_no_credentials("the captured logs", &d.captured_logs());
+}
+
+/// 12. The WebSocket handshake is refused with 503 and `Retry-After: 1`: the driver reports the status and
+///     the delay, the machine waits at least that long, then connects; the abandoned attempt's close is
+///     answered without an unexpected event.
+pub async fn handshake_refused<D: DriverUnderTest + ?Sized>(d: &D) {
+    let gw = gateway(|_| {});
+    gw.script_http(
+        Endpoint::WebSocket,
+        vec![Scripted::new(503, r#"{"message":"maintenance"}"#).with_retry_after(1)],
+    );
+    let mut c = connect_ok(d, config(&gw).build_unchecked()).await;
+    let g = gw.stats();
+    let handshakes: Vec<_> = g
+        .requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/channels/"))
+        .collect();
+    assert_eq!(handshakes.len(), 2, "[{}] {handshakes:?}", d.name());
+    assert_eq!(handshakes[0].status, 503);
+    assert_eq!(handshakes[1].status, 101);
+    let gap = handshakes[1].at.saturating_sub(handshakes[0].at);
+    let trace = c.trace();
+    assert!(
+        gap >= Duration::from_secs(1),
+        "[{}] reconnected after {gap:?}, before Retry-After (1 s)\ntrace:\n{trace}",
+        d.name()
+    );
+    assert!(
+        trace.contains("503"),
+        "[{}] the refusal's status is not in the audit trail\ntrace:\n{trace}",
+        d.name()
+    );
+    let s = c.handle.stats();
+    assert_eq!(s.reconnects, 1, "{s:?}");
+    assert_eq!(s.connections_opened, 1, "{s:?}");
+    assert_eq!(
+        s.unexpected_events,
+        0,
+        "[{}] {s:?}\ntrace:\n{trace}",
+        d.name()
+    );
+    let seqs = publish_n(&gw, TOPIC, 2);
+    let mut seen = BTreeMap::new();
+    c.collect_seqs(d, Duration::from_secs(2), |s| s.len() >= 2, &mut seen)
+        .await;
+    assert_exactly_once(d.name(), &seqs, &seen, &c.trace());
+    shutdown_and_check(d, c).await;
 }
 
 fn config_tls(gw: &Gateway) -> Config {

@@ -45,6 +45,9 @@ pub(crate) enum Input {
     Shutdown,
 }
 
+/// How many failed attempts are remembered for answering a late `Close`.
+const MAX_FAILED: usize = 16;
+
 /// A socket the machine asked for and has not yet been told is closed.
 struct SocketCtl {
     writes: mpsc::UnboundedSender<WriterCmd>,
@@ -81,6 +84,9 @@ pub(crate) struct Driver {
     finished: watch::Sender<bool>,
     ready: Option<oneshot::Sender<Result<(), StopReason>>>,
     opened: bool,
+    /// Sockets whose handshake failed (reported as `ConnectFailed`): a later `Close` for one of them is
+    /// answered with `Closed` at once. Bounded.
+    failed: VecDeque<SocketId>,
     /// Events the driver itself produced while performing actions (e.g. a socket dropped at once).
     local: VecDeque<Event>,
 }
@@ -112,6 +118,7 @@ impl Driver {
             finished: out.finished,
             ready: Some(out.ready),
             opened: false,
+            failed: VecDeque::new(),
             local: VecDeque::new(),
         }
     }
@@ -187,6 +194,10 @@ impl Driver {
                             reason: error,
                         });
                     } else {
+                        if self.failed.len() >= MAX_FAILED {
+                            self.failed.pop_front();
+                        }
+                        self.failed.push_back(socket);
                         self.feed(Event::ConnectFailed {
                             socket,
                             status,
@@ -315,7 +326,9 @@ impl Driver {
                 url,
                 headers,
             } => {
-                tracing::debug!(target: "genesys_keepalive", %socket, %url, "connecting");
+                // The query string is left out of the log: it is the caller's and may hold anything.
+                let shown = url.split(['?', '#']).next().unwrap_or("");
+                tracing::debug!(target: "genesys_keepalive", %socket, url = shown, "connecting");
                 let (writes, writes_rx) = mpsc::unbounded_channel();
                 let task = tokio::spawn(socket::run(
                     socket,
@@ -396,7 +409,16 @@ impl Driver {
     /// socket at once.
     fn close(&mut self, socket: SocketId, code: u16, reason: String, linger: Duration) {
         let Some(ctl) = self.sockets.get_mut(&socket) else {
-            return; // already gone (its end was reported)
+            if let Some(i) = self.failed.iter().position(|s| *s == socket) {
+                // The attempt already failed: nothing to close, but answer the close.
+                self.failed.remove(i);
+                self.local.push_back(Event::Closed {
+                    socket,
+                    code: None,
+                    reason: "the connection attempt had already failed".into(),
+                });
+            }
+            return; // otherwise already gone, and its end was reported
         };
         if linger.is_zero() {
             self.forget_socket(socket);
