@@ -1,1 +1,152 @@
-fn main() {}
+//! `genesys-keepalive`: keeps a Genesys Cloud notification WebSocket (or any keep-alive-frame gateway) alive
+//! and reports everything as JSON lines; runs a local test gateway; demonstrates recovery from scripted faults;
+//! benchmarks many connections.
+//!
+//! Exit codes: 0 success (or a graceful shutdown on SIGINT/SIGTERM), 1 an internal failure (and, for `demo`,
+//! a lost or duplicated notification), 2 bad configuration or input, 3 authentication or authorization refused,
+//! 4 every reconnect attempt failed.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod demo;
+mod failure;
+mod gateway_cmd;
+mod output;
+mod run;
+mod settings;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const RUN_ABOUT: &str =
+    "Connect and keep the connection alive; print one JSON object per line on stdout";
+
+const RUN_LONG: &str = "\
+Connect and keep the connection alive until SIGINT/SIGTERM; print one JSON object per line on stdout.
+
+Credentials come from the environment only: GENESYS_CLIENT_ID and GENESYS_CLIENT_SECRET (never from flags or \
+files). Settings are applied in this order, each overriding the one before: the defaults, the --config file \
+(TOML with any Config field, durations as `*_ms`; unknown fields are an error), the environment \
+(GENESYS_REGION, GENESYS_API_BASE, GENESYS_LOGIN_BASE), then the flags.
+
+Output lines on stdout (each has a `kind`):
+  {\"kind\":\"state\",\"state\":\"STABLE\",\"from\":\"CONNECTING\",\"timestamp\":\"…\"}
+  {\"kind\":\"audit\",\"timestamp\":…,\"connectionId\":…,\"event\":\"CONNECTED\",\"payloadSize\":…,\"state\":…,\"error\":…}
+  {\"kind\":\"alert\",\"event\":\"DEAD_PEER\",\"metrics\":{…},\"timestamp\":\"…\"}
+  {\"kind\":\"notification\",\"topicName\":…,\"eventBody\":{…},\"metadata\":{…},…}   (the notification as received)
+  {\"kind\":\"stats\",\"timestamp\":\"…\",\"final\":false,\"state\":…,\"heartbeats_sent\":…,…}   (every \
+--stats-interval-ms, and a last one with \"final\":true)
+Human-readable logs go to stderr (filter with RUST_LOG, default `warn`).
+
+Exit codes: 0 after SIGINT/SIGTERM (graceful close 1000), 2 bad configuration or input, 3 authentication or \
+authorization refused (bad credentials, a forbidden topic), 4 every reconnect attempt failed. A terminal \
+failure prints one `error: …` line on stderr.";
+
+const GATEWAY_LONG: &str = "\
+Run the testkit's local Genesys Cloud gateway on 127.0.0.1 until SIGINT/SIGTERM.
+
+It serves the real paths: POST /oauth/token, POST /api/v2/notifications/channels, PUT|POST \
+/api/v2/notifications/channels/<id>/subscriptions, the notification WebSocket /channels/<id> and the seed's \
+KEEP_ALIVE WebSocket /keepalive. The first stdout line is JSON:
+  {\"kind\":\"gateway\",\"base_url\":\"http://127.0.0.1:PORT\",\"keepalive_url\":\"ws://127.0.0.1:PORT/keepalive\",\"tls\":false}
+(with --tls also \"ca_pem\"). On SIGINT/SIGTERM it prints {\"kind\":\"gateway_stats\",…} and exits 0.
+
+Point a client at it with:
+  GENESYS_CLIENT_ID=test-client GENESYS_CLIENT_SECRET=test-secret \\
+  genesys-keepalive run --api-base http://127.0.0.1:PORT --login-base http://127.0.0.1:PORT --allow-insecure --topic v2.t
+
+Control API (JSON bodies):
+  POST /testkit/fault          {\"kind\":\"blackhole\"|\"reset\"|\"garbage\"|\"none\"} or {\"kind\":\"latency\",\"ms\":400}
+                               blackhole: open sockets go silent (half-open TCP); reset: TCP RST; garbage: a burst \
+of malformed frames; latency: delay every outbound frame until the next fault call; none: clear latency
+  POST /testkit/publish        {\"topic\":\"v2.t\",\"body\":{…}}  -> {\"seq\":N}  (numbered notification to every subscribed socket)
+  POST /testkit/socket-closing -> {\"sockets\":N}  (v2.system.socket_closing, then close 1001 after the grace period)
+  POST /testkit/expire-tokens  every token issued so far expires now
+  POST /testkit/forbid-topic   {\"topic\":\"v2.x\"}  (subscriptions including it answer 403)
+  POST /testkit/script         {\"endpoint\":\"token\"|\"create_channel\"|\"subscriptions\"|\"web_socket\",\
+\"responses\":[{\"status\":429,\"retry_after\":2,\"body\":\"…\"}]}
+  GET  /testkit/stats          the gateway's counters (GatewayStats)";
+
+const DEMO_LONG: &str = "\
+Start the local gateway in-process, connect the tokio driver to it with compressed timings (heartbeat 500 ms, \
+idle timeout 2 s, ack timeout 1 s, backoff base 200 ms, tokens living 6 s) and run a scripted fault schedule \
+while publishing a numbered notification every 100 ms: a latency spike, an early token expiry, a planned close \
+(v2.system.socket_closing rollover) and a blackhole (half-open peer).
+
+A status line goes to stderr (live when stderr is a terminal, every 2 s otherwise); the summary table goes to \
+stdout. Exit 0 when no notification was lost or duplicated, 1 otherwise.";
+
+const BENCH_LONG: &str = "\
+Open N keepalive-frame connections with the tokio driver in this process, against a gateway's /keepalive endpoint \
+(by default a `genesys-keepalive gateway` child process, so only the clients are measured; or --url), for S \
+seconds with a heartbeat every I ms. Prints one JSON line: connections open, heartbeats sent/acked, RSS per \
+connection (VmRSS before/after), CPU seconds — the same figures as shared/baseline/seed-node/client.js.";
+
+#[derive(Parser)]
+#[command(
+    name = "genesys-keepalive",
+    version,
+    about = "Keep a Genesys Cloud notification WebSocket alive: heartbeats, dead-peer detection, token refresh, reconnects, rollover",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    #[command(about = RUN_ABOUT, long_about = RUN_LONG)]
+    Run(Box<settings::RunArgs>),
+    /// Run the local test gateway (OAuth, channels, WebSockets, fault injection over HTTP)
+    #[command(long_about = GATEWAY_LONG)]
+    Gateway(gateway_cmd::GatewayArgs),
+    /// Show recovery from scripted faults against an in-process gateway, with zero lost notifications
+    #[command(long_about = DEMO_LONG)]
+    Demo(demo::DemoArgs),
+    /// Many keepalive-frame connections in one process: memory and CPU per connection
+    #[command(long_about = BENCH_LONG)]
+    Bench(bench::BenchArgs),
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => {
+            init_tracing("warn");
+            run::main(*args)
+        }
+        Command::Gateway(args) => {
+            init_tracing("info");
+            gateway_cmd::main(args)
+        }
+        Command::Demo(args) => {
+            init_tracing("error");
+            demo::main(args)
+        }
+        Command::Bench(args) => {
+            init_tracing("error");
+            bench::main(args)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            failure.print();
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! JSON lines on stdout (one object per line, `kind` first, flushed per line) and wall-clock timestamps.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use genesys_keepalive::{State, Stats};
+use serde::Serialize;
+
+/// Serializes `value` (an object) with `"kind": kind` as its first field.
+pub fn json_line(kind: &str, value: &impl Serialize) -> String {
+    let kind_json = serde_json::Value::from(kind).to_string();
+    let body = match serde_json::to_string(value) {
+        Ok(s) => s,
+        Err(e) => {
+            return format!(
+                "{{\"kind\":{kind_json},\"error\":{}}}",
+                serde_json::Value::from(e.to_string())
+            )
+        }
+    };
+    if body == "{}" {
+        format!("{{\"kind\":{kind_json}}}")
+    } else if let Some(rest) = body.strip_prefix('{') {
+        format!("{{\"kind\":{kind_json},{rest}")
+    } else {
+        format!("{{\"kind\":{kind_json},\"value\":{body}}}")
+    }
+}
+
+/// Writes one line to stdout and flushes it. A closed stdout is ignored (the run goes on).
+pub fn emit(kind: &str, value: &impl Serialize) {
+    let line = json_line(kind, value);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Writes a pre-built line to stdout and flushes it.
+pub fn emit_raw(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+#[derive(Serialize)]
+struct StateLine {
+    state: State,
+    from: State,
+    timestamp: String,
+}
+
+/// `{"kind":"state","state":…,"from":…,"timestamp":…}`
+pub fn emit_state(from: State, to: State) {
+    emit(
+        "state",
+        &StateLine {
+            state: to,
+            from,
+            timestamp: now_iso8601(),
+        },
+    );
+}
+
+#[derive(Serialize)]
+struct StatsLine<'a> {
+    timestamp: String,
+    #[serde(rename = "final")]
+    is_final: bool,
+    #[serde(flatten)]
+    stats: &'a Stats,
+}
+
+/// `{"kind":"stats","timestamp":…,"final":…, <every Stats field>}`
+pub fn emit_stats(stats: &Stats, is_final: bool) {
+    emit(
+        "stats",
+        &StatsLine {
+            timestamp: now_iso8601(),
+            is_final,
+            stats,
+        },
+    );
+}
+
+/// A notification as received, plus `kind`; a frame that is not a JSON object is wrapped.
+pub fn notification_line(raw: &str, topic: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(v @ serde_json::Value::Object(_)) => json_line("notification", &v),
+        _ => json_line(
+            "notification",
+            &serde_json::json!({"topicName": topic, "raw": raw}),
+        ),
+    }
+}
+
+pub fn now_iso8601() -> String {
+    iso8601(SystemTime::now())
+}
+
+/// `2024-05-01T12:34:56.789Z`.
+pub fn iso8601(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m as u32, d as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn kind_comes_first() {
+        let line = json_line("x", &serde_json::json!({"a": 1}));
+        assert_eq!(line, r#"{"kind":"x","a":1}"#);
+        assert_eq!(json_line("x", &serde_json::json!({})), r#"{"kind":"x"}"#);
+        assert_eq!(json_line("x", &5), r#"{"kind":"x","value":5}"#);
+    }
+
+    #[test]
+    fn stats_line_has_every_field() {
+        let line = json_line(
+            "stats",
+            &StatsLine {
+                timestamp: "t".into(),
+                is_final: true,
+                stats: &Stats::default(),
+            },
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["kind"], "stats");
+        assert_eq!(v["final"], true);
+        assert_eq!(v["state"], "CONNECTING");
+        assert_eq!(v["reconnects"], 0);
+        assert!(v.get("rtt_p99_ms").is_some());
+    }
+
+    #[test]
+    fn notification_keeps_fields() {
+        let raw = r#"{"topicName":"v2.t","eventBody":{"seq":3},"metadata":{"CorrelationId":"c"}}"#;
+        let v: serde_json::Value = serde_json::from_str(&notification_line(raw, "v2.t")).unwrap();
+        assert_eq!(v["kind"], "notification");
+        assert_eq!(v["eventBody"]["seq"], 3);
+        assert_eq!(v["metadata"]["CorrelationId"], "c");
+        let v: serde_json::Value =
+            serde_json::from_str(&notification_line("not json", "v2.t")).unwrap();
+        assert_eq!(v["raw"], "not json");
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(951_827_696_789); // 2000-02-29T12:34:56.789Z
+        assert_eq!(iso8601(t), "2000-02-29T12:34:56.789Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_735_689_599); // 2024-12-31T23:59:59Z
+        assert_eq!(iso8601(t), "2024-12-31T23:59:59.000Z");
+    }
+}

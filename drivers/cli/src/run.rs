@@ -1,0 +1,225 @@
+//! `genesys-keepalive run`: one keep-alive connection, everything it reports as JSON lines on stdout.
+
+use std::path::Path;
+use std::time::Duration;
+
+use genesys_keepalive::{Config, StopReason};
+use rustls_pki_types::CertificateDer;
+
+use crate::failure::Failure;
+use crate::settings::{self, DriverKind, ProcessEnv, RunArgs};
+
+/// What a driver run ended with (a terminal failure before that is a [`Failure`]).
+#[derive(Debug)]
+pub enum Outcome {
+    /// SIGINT/SIGTERM: closed gracefully.
+    Shutdown,
+    /// The machine stopped by itself.
+    Stopped(StopReason),
+}
+
+/// Everything a driver needs besides the core's [`Config`].
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub seed: Option<u64>,
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// `None`: only the final stats line.
+    pub stats_interval: Option<Duration>,
+}
+
+/// A driver: runs the connection until a signal or a stop, printing JSON lines.
+type DriverFn = fn(Config, RunOptions) -> Result<Outcome, Failure>;
+
+fn driver(kind: DriverKind) -> Result<DriverFn, Failure> {
+    match kind {
+        DriverKind::Tokio => Ok(tokio_driver::run),
+        DriverKind::AsyncStd => Err(Failure::config(
+            "the async-std driver is not built yet; use --driver tokio (the default)",
+        )),
+    }
+}
+
+pub fn main(args: RunArgs) -> Result<u8, Failure> {
+    let config = settings::build_config(&args, &ProcessEnv)?;
+    let extra_roots = match &args.ca_cert {
+        Some(path) => load_roots(path)?,
+        None => Vec::new(),
+    };
+    let options = RunOptions {
+        seed: args.seed,
+        extra_roots,
+        stats_interval: (args.stats_interval_ms > 0)
+            .then(|| Duration::from_millis(args.stats_interval_ms)),
+    };
+    let run = driver(args.driver)?;
+    match run(config, options)? {
+        Outcome::Shutdown => Ok(0),
+        Outcome::Stopped(reason) => match Failure::from_stop(&reason) {
+            Some(failure) => Err(failure),
+            None => Ok(0),
+        },
+    }
+}
+
+fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
+    use rustls_pki_types::pem::PemObject;
+    let bad = |e: &dyn std::fmt::Display| {
+        Failure::config(format!(
+            "cannot read a PEM certificate from {}: {e}; --ca-cert takes a PEM file",
+            path.display()
+        ))
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    if certs.is_empty() {
+        return Err(bad(&"no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+mod tokio_driver {
+    use std::time::Duration;
+
+    use genesys_keepalive::{Config, State, Stats};
+    use genesys_keepalive_tokio::{Error, Options, Report};
+    use tokio::sync::broadcast::{self, error::RecvError};
+    use tokio::time::{Instant, Interval};
+
+    use super::{Outcome, RunOptions};
+    use crate::failure::Failure;
+    use crate::output;
+    use crate::signals::Shutdown;
+
+    pub fn run(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::internal(format!("cannot start the tokio runtime: {e}")))?;
+        let outcome = rt.block_on(session(config, opts));
+        rt.shutdown_timeout(Duration::from_secs(1));
+        outcome
+    }
+
+    fn print_report(report: Report) {
+        match report {
+            Report::Audit(entry) => output::emit("audit", &entry),
+            Report::Alert(alert) => output::emit("alert", &alert),
+            Report::State { from, to } => output::emit_state(from, to),
+            Report::Stopped(reason) => tracing::info!(%reason, "the keep-alive machine stopped"),
+        }
+    }
+
+    /// Prints every report still queued, until the task has ended (bounded).
+    async fn drain(reports: &mut broadcast::Receiver<Report>) {
+        let all = async {
+            loop {
+                match reports.recv().await {
+                    Ok(r) => print_report(r),
+                    Err(RecvError::Lagged(n)) => lagged(n),
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), all).await;
+    }
+
+    fn lagged(n: u64) {
+        tracing::warn!(
+            missed = n,
+            "stdout is too slow: {n} audit/alert/state reports were dropped"
+        );
+    }
+
+    async fn tick(t: &mut Option<Interval>) {
+        match t {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn stopped_stats() -> Stats {
+        Stats {
+            state: State::Stopped,
+            ..Stats::default()
+        }
+    }
+
+    async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
+        let mut signals = Shutdown::install()
+            .map_err(|e| Failure::internal(format!("cannot install signal handlers: {e}")))?;
+        let options = Options {
+            seed: opts.seed,
+            extra_root_certs: opts.extra_roots,
+            ..Options::default()
+        };
+
+        // The driver resolves once the first socket is open; until then only a stop or a signal can end it.
+        let connect = genesys_keepalive_tokio::connect_with(config, options);
+        tokio::pin!(connect);
+        let (handle, mut notifications) = tokio::select! {
+            r = &mut connect => match r {
+                Ok(v) => v,
+                Err(Error::Stopped(reason)) => return Ok(Outcome::Stopped(reason)),
+                Err(Error::Config(e)) => {
+                    return Err(Failure::config(format!("{e}. Fix the flags, the --config file or the environment")))
+                }
+                Err(Error::Tls(e)) => {
+                    return Err(Failure::config(format!("TLS setup failed: {e}; check --ca-cert")))
+                }
+                Err(e) => return Err(Failure::internal(e.to_string())),
+            },
+            sig = signals.recv() => {
+                tracing::info!("{sig} while connecting: stopping");
+                // Dropping the connect future shuts the task down gracefully.
+                output::emit_stats(&stopped_stats(), true);
+                return Ok(Outcome::Shutdown);
+            }
+        };
+
+        let mut reports = handle.reports();
+        let mut ticker = opts.stats_interval.map(|d| {
+            let mut t = tokio::time::interval_at(Instant::now() + d, d);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        let mut reports_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                sig = signals.recv() => {
+                    tracing::info!("{sig}: shutting down gracefully (close 1000)");
+                    let stats = tokio::select! {
+                        s = handle.shutdown() => s,
+                        sig = signals.recv() => {
+                            tracing::warn!("{sig} again: not waiting for the close handshake");
+                            handle.stats()
+                        }
+                    };
+                    drain(&mut reports).await;
+                    output::emit_stats(&stats, true);
+                    return Ok(Outcome::Shutdown);
+                }
+                r = reports.recv(), if reports_open => match r {
+                    Ok(report) => print_report(report),
+                    Err(RecvError::Lagged(n)) => lagged(n),
+                    Err(RecvError::Closed) => reports_open = false,
+                },
+                n = notifications.recv() => match n {
+                    Some(n) => output::emit_raw(&output::notification_line(&n.raw, &n.topic_name)),
+                    None => break, // the machine stopped
+                },
+                _ = tick(&mut ticker) => output::emit_stats(&handle.stats(), false),
+            }
+        }
+        let reason = handle.stopped().await;
+        let stats = handle.shutdown().await; // waits for the task to end
+        drain(&mut reports).await;
+        output::emit_stats(&stats, true);
+        Ok(Outcome::Stopped(reason))
+    }
+}
