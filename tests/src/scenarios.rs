@@ -1007,7 +1007,7 @@ pub async fn handshake_refused<D: DriverUnderTest + ?Sized>(d: &D) {
         d.name()
     );
     let s = c.handle.stats();
-    assert_eq!(s.reconnects, 1, "{s:?}");
+    assert_eq!(s.reconnects, 1, "[{}] {s:?}\ntrace:\n{trace}", d.name());
     assert_eq!(s.connections_opened, 1, "{s:?}");
     assert_eq!(
         s.unexpected_events,

@@ -151,6 +151,7 @@ impl Driver {
                     let now = Instant::now();
                     if deadline.is_some_and(|d| now >= d) {
                         self.machine.handle(now, Event::Tick);
+                        self.publish();
                     }
                 }
                 _ = &mut handles_gone, if handles_alive => {
@@ -169,6 +170,9 @@ impl Driver {
             return;
         }
         self.machine.handle(Instant::now(), event);
+        // Publish before performing the actions, so that whoever sees an action's effect (a notification, a
+        // stop, `connect` resolving) also sees stats at least that new.
+        self.publish();
     }
 
     fn on_input(&mut self, input: Input) {
@@ -295,7 +299,6 @@ impl Driver {
                 let _ = ready.send(Ok(()));
             }
         }
-        self.publish();
     }
 
     fn publish(&mut self) {
