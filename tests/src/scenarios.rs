@@ -910,6 +910,39 @@ pub async fn tls<D: DriverUnderTest + ?Sized>(d: &D) {
     let g = gw.stats();
     assert_eq!(g.token_requests, 0, "no request got through TLS: {g:?}");
 
+    // Not trusted, straight to the socket (keepalive-frame, no credentials): the handshake fails.
+    let config = Config::builder()
+        .profile(ProfileKind::KeepaliveFrame)
+        .url(gw.ws_url("/keepalive"))
+        .heartbeat_interval(HEARTBEAT)
+        .max_idle(IDLE)
+        .ack_timeout(Duration::from_millis(1000))
+        .backoff_base(Duration::from_millis(100))
+        .max_reconnect_attempts(1)
+        .build_unchecked();
+    match within(
+        d,
+        Duration::from_secs(15),
+        connect(d, config, ClientOptions::default()),
+    )
+    .await
+    .expect("connect resolves")
+    {
+        Err(ConnectError::Stopped(StopReason::ReconnectAttemptsExhausted {
+            last_error, ..
+        })) => {
+            let e = last_error.to_ascii_lowercase();
+            assert!(
+                e.contains("certificate") || e.contains("unknownissuer"),
+                "[{}] the last error does not say TLS: {last_error}",
+                d.name()
+            );
+        }
+        Err(e) => panic!("[{}] expected attempts exhausted, got {e:?}", d.name()),
+        Ok(_) => panic!("[{}] opened a socket to an untrusted gateway", d.name()),
+    }
+    assert_eq!(gw.stats().sockets_opened, 0);
+
     // Trusted through extra_root_certs.
     let ca = gw.ca_cert_der().expect("a TLS gateway has a CA").to_vec();
     let options = ClientOptions {

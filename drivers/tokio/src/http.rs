@@ -89,3 +89,49 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use genesys_keepalive::RequestId;
+    use std::time::Duration;
+
+    fn request(url: &str) -> HttpRequest {
+        HttpRequest {
+            id: RequestId(1),
+            method: Method::Post,
+            url: url.into(),
+            headers: Headers::new(),
+            body: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn http_is_refused_unless_insecure_is_allowed() {
+        crate::tls::install_provider();
+        let c = client(crate::tls::client_config(&[]).expect("TLS"), false).expect("client");
+        match perform(&c, false, request("http://127.0.0.1:9/oauth/token")).await {
+            Event::HttpFailed { request, error } => {
+                assert_eq!(request, RequestId(1));
+                assert!(error.contains("refusing"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_http_failed() {
+        crate::tls::install_provider();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let c = client(crate::tls::client_config(&[]).expect("TLS"), true).expect("client");
+        let url = format!("http://127.0.0.1:{port}/oauth/token");
+        match perform(&c, true, request(&url)).await {
+            Event::HttpFailed { error, .. } => assert!(!error.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+}

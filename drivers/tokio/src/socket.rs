@@ -228,3 +228,41 @@ async fn handshake(
 fn ws_error(e: &WsError) -> String {
     crate::http::error_chain(e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(allow_insecure: bool) -> SocketContext {
+        crate::tls::install_provider();
+        SocketContext {
+            tls: Arc::new(crate::tls::client_config(&[]).expect("TLS config")),
+            max_inbound_bytes: 1 << 20,
+            allow_insecure,
+        }
+    }
+
+    #[tokio::test]
+    async fn ws_is_refused_unless_insecure_is_allowed() {
+        let f = handshake(&ctx(false), "ws://127.0.0.1:9/x", &Headers::new())
+            .await
+            .expect_err("refused");
+        assert_eq!(f.status, None);
+        assert!(f.error.contains("refusing"), "{}", f.error);
+        let f = handshake(&ctx(false), "http://127.0.0.1:9/x", &Headers::new())
+            .await
+            .expect_err("refused");
+        assert!(f.error.contains("refusing"), "{}", f.error);
+    }
+
+    #[tokio::test]
+    async fn a_bad_header_value_is_reported_without_the_value() {
+        let mut h = Headers::new();
+        h.push("Authorization", "Bearer abc\ndef-SECRET");
+        let f = handshake(&ctx(true), "ws://127.0.0.1:9/x", &h)
+            .await
+            .expect_err("refused");
+        assert!(f.error.contains("Authorization"), "{}", f.error);
+        assert!(!f.error.contains("SECRET"), "{}", f.error);
+    }
+}
