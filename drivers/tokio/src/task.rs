@@ -294,6 +294,19 @@ impl Driver {
                 None => break,
             }
         }
+        if self.machine.is_stopped() {
+            // The machine emits nothing more: a socket it did not ask to close can never be closed by it
+            // (the core closes every open socket when it stops, so this is only a safety net).
+            let orphans: Vec<SocketId> = self
+                .sockets
+                .iter()
+                .filter(|(_, c)| !c.closing)
+                .map(|(s, _)| *s)
+                .collect();
+            for socket in orphans {
+                self.forget_socket(socket);
+            }
+        }
         if self.opened && !self.machine.is_stopped() {
             if let Some(ready) = self.ready.take() {
                 let _ = ready.send(Ok(()));
