@@ -484,17 +484,14 @@ impl KeepAliveMachine {
                 }
             }
             Timer::ConnectTimeout => {
-                if let Some(Setup {
-                    step: SetupStep::Opening(socket),
-                    ..
-                }) = self.setup.clone()
-                {
-                    self.close_socket(
-                        socket,
-                        CLOSE_CONNECT_TIMEOUT,
-                        "connect timeout",
-                        Duration::ZERO,
-                    );
+                if matches!(
+                    self.setup,
+                    Some(Setup {
+                        step: SetupStep::Opening(_),
+                        ..
+                    })
+                ) {
+                    // setup_failed closes the half-open socket.
                     self.setup_failed(format!(
                         "the socket did not open within {} ms",
                         self.config.connect_timeout.as_millis()
@@ -906,6 +903,10 @@ impl KeepAliveMachine {
             }
             _ => {
                 self.audit(AuditEvent::ConnectFailure, 0, Some(detail.clone()));
+                // The attempt is over on the driver's side: nothing to close.
+                if let Some(s) = self.setup.as_mut() {
+                    s.step = SetupStep::Rest;
+                }
                 self.setup_failed_after(detail, retry_after);
             }
         }
@@ -923,7 +924,12 @@ impl KeepAliveMachine {
         self.timers.clear(Timer::ConnectTimeout);
         if let SetupStep::Opening(socket) = setup.step {
             // Make sure the driver drops a half-open attempt.
-            self.close_socket(socket, 1001, "connection attempt abandoned", Duration::ZERO);
+            self.close_socket(
+                socket,
+                CLOSE_CONNECT_TIMEOUT,
+                "connection attempt abandoned",
+                Duration::ZERO,
+            );
         }
         self.schedule_reconnect(error, min_delay);
     }
