@@ -820,3 +820,34 @@ fn help_documents_the_control_api_and_the_output() {
         assert!(help.contains(word), "{word} not in run --help");
     }
 }
+
+#[test]
+fn bench_reports_one_json_line() {
+    let mut p = Proc::spawn(
+        &[
+            "bench",
+            "--connections",
+            "20",
+            "--seconds",
+            "3",
+            "--interval-ms",
+            "200",
+        ],
+        &[],
+    );
+    let status = p.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{:#?}", p.stderr());
+    let out = p.stdout();
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let v: Value = serde_json::from_str(&out[0]).unwrap();
+    assert_eq!(v["kind"], "bench");
+    assert_eq!(v["N"], 20);
+    assert_eq!(v["open"], 20);
+    assert_eq!(v["connect_failures"], 0);
+    let sent = v["sent"].as_u64().unwrap();
+    let acks = v["acks"].as_u64().unwrap();
+    assert!(acks >= 20 * 5, "{v}");
+    assert!(acks <= sent);
+    assert!(v["rss_per_conn_kb"].as_f64().is_some());
+    assert!(v["cpu_s"].as_f64().unwrap() >= 0.0);
+}
