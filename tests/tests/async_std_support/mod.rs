@@ -1,0 +1,203 @@
+//! The async-std driver as a [`DriverUnderTest`], under async-std (`e2e_async_std`) or under smol
+//! (`e2e_smol`): the same driver code, only the executor that blocks on the scenario and runs the driver's
+//! tasks differs.
+//!
+//! Every `tracing` event of the process is captured in memory (and checked for credentials by the
+//! scenarios); set `E2E_LOG=1` to also see it on stderr.
+
+use std::io::Write;
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use genesys_keepalive::{Config, Stats, StopReason};
+use genesys_keepalive_async_std::{
+    CertificateDer, Error, Handle, Options, Report, Reports, Spawner, TryRecvError,
+};
+use genesys_keepalive_testkit::scenarios::{
+    BoxFuture, ClientHandle, ClientOptions, ClientReport, ConnectError, Connected, DriverUnderTest,
+    LocalBoxFuture,
+};
+
+static LOGS: Mutex<String> = Mutex::new(String::new());
+
+/// Appends every formatted tracing line to [`LOGS`] (and to stderr with `E2E_LOG=1`).
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        if std::env::var_os("E2E_LOG").is_some() {
+            eprint!("{text}");
+        }
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_str(&text);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_tracing() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+/// Which executor runs the scenario and the driver's tasks.
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // each test binary uses one of the two
+enum Executor {
+    /// `async_std::task::block_on`; tasks on async-std's executor (the driver's default spawner).
+    AsyncStd,
+    /// `smol::block_on`; tasks on smol's global executor (`smol::spawn`).
+    Smol,
+}
+
+/// The async-std driver on one of the two executors.
+pub struct FuturesDriver {
+    executor: Executor,
+}
+
+impl FuturesDriver {
+    /// Under async-std.
+    #[allow(dead_code)] // each test binary uses one of the two
+    pub fn async_std() -> Self {
+        init_tracing();
+        FuturesDriver {
+            executor: Executor::AsyncStd,
+        }
+    }
+
+    /// Under smol.
+    #[allow(dead_code)] // each test binary uses one of the two
+    pub fn smol() -> Self {
+        init_tracing();
+        FuturesDriver {
+            executor: Executor::Smol,
+        }
+    }
+}
+
+struct Client {
+    handle: Handle,
+    reports: Mutex<Reports>,
+}
+
+impl ClientHandle for Client {
+    fn state(&self) -> genesys_keepalive::State {
+        self.handle.state()
+    }
+
+    fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+
+    fn subscribe(&self, topics: Vec<String>) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.handle
+                .subscribe(topics)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, Stats> {
+        Box::pin(self.handle.shutdown())
+    }
+
+    fn stopped(&self) -> BoxFuture<'_, StopReason> {
+        Box::pin(self.handle.stopped())
+    }
+
+    fn take_reports(&self) -> Vec<ClientReport> {
+        let mut rx = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(r) => out.push(match r {
+                    Report::Audit(a) => ClientReport::Audit(a),
+                    Report::Alert(a) => ClientReport::Alert(a),
+                    Report::State { from, to } => ClientReport::State { from, to },
+                    Report::Stopped(r) => ClientReport::Stopped(r),
+                }),
+                Err(TryRecvError::Lagged(n)) => {
+                    panic!("{n} reports lost: raise reports_capacity")
+                }
+                Err(_) => return out,
+            }
+        }
+    }
+}
+
+impl DriverUnderTest for FuturesDriver {
+    fn name(&self) -> &'static str {
+        match self.executor {
+            Executor::AsyncStd => "async-std",
+            Executor::Smol => "async-std driver on smol",
+        }
+    }
+
+    fn connect(
+        &self,
+        config: Config,
+        options: ClientOptions,
+    ) -> BoxFuture<'_, Result<Connected, ConnectError>> {
+        let spawner = match self.executor {
+            Executor::AsyncStd => Spawner::global(),
+            Executor::Smol => Spawner::new(|task| smol::spawn(task).detach()),
+        };
+        Box::pin(async move {
+            let options = Options {
+                seed: options.seed,
+                extra_root_certs: options
+                    .extra_root_certs
+                    .into_iter()
+                    .map(CertificateDer::from)
+                    .collect(),
+                reports_capacity: 1 << 16,
+                spawner,
+            };
+            match genesys_keepalive_async_std::connect_with(config, options).await {
+                Ok((handle, notifications)) => {
+                    let reports = Mutex::new(handle.reports());
+                    Ok(Connected {
+                        handle: Box::new(Client { handle, reports }),
+                        notifications: notifications.boxed(),
+                    })
+                }
+                Err(Error::Stopped(r)) => Err(ConnectError::Stopped(r)),
+                Err(Error::Config(e)) => Err(ConnectError::Config(e)),
+                Err(e) => Err(ConnectError::Other(e.to_string())),
+            }
+        })
+    }
+
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+        match self.executor {
+            Executor::AsyncStd => Box::pin(async_std::task::sleep(d)),
+            Executor::Smol => Box::pin(async move {
+                smol::Timer::after(d).await;
+            }),
+        }
+    }
+
+    fn block_on(&self, fut: LocalBoxFuture<'_, ()>) {
+        match self.executor {
+            Executor::AsyncStd => async_std::task::block_on(fut),
+            Executor::Smol => smol::block_on(fut),
+        }
+    }
+
+    fn captured_logs(&self) -> String {
+        LOGS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
