@@ -140,7 +140,8 @@ impl Console {
     fn event(&mut self, text: &str) {
         let mut err = std::io::stderr().lock();
         if self.tty {
-            let _ = write!(err, "\r\x1b[2K{} {text}\n{}", self.stamp(), self.status);
+            let stamp = self.stamp();
+            let _ = write!(err, "\r\x1b[2K{stamp} {text}\n{stamp} {}", self.status);
         } else {
             let _ = writeln!(err, "{} {text}", self.stamp());
         }
@@ -151,7 +152,7 @@ impl Console {
         self.status = text;
         let mut err = std::io::stderr().lock();
         if self.tty {
-            let _ = write!(err, "\r\x1b[2K{}", self.status);
+            let _ = write!(err, "\r\x1b[2K{} {}", self.stamp(), self.status);
         } else {
             let _ = writeln!(err, "{} {}", self.stamp(), self.status);
         }
@@ -672,7 +673,7 @@ fn summary(o: &Outcome, gw: &Gateway, seed: u64, seconds: u64, ok: bool) -> Stri
     let rows: Vec<(&str, String)> = vec![
         ("run time", format!("{:.1} s", o.elapsed.as_secs_f64())),
         (
-            "uptime (STABLE or DEGRADED)",
+            "uptime (STABLE/DEGRADED, client's view)",
             format!(
                 "{:.1} s ({:.1} %)",
                 o.connected.as_secs_f64(),
@@ -689,7 +690,7 @@ fn summary(o: &Outcome, gw: &Gateway, seed: u64, seconds: u64, ok: bool) -> Stri
         (
             "RTT p50 / p95 / p99",
             format!(
-                "{:.1} / {:.1} / {:.1} ms (last {} heartbeats)",
+                "{:.1} / {:.1} / {:.1} ms (current connection, last {} heartbeats)",
                 s.rtt_p50_ms, s.rtt_p95_ms, s.rtt_p99_ms, s.rtt_samples
             ),
         ),
