@@ -45,6 +45,8 @@ pub const CLOSE_CONNECT_TIMEOUT: u16 = 4003;
 pub const CLOSE_SEND_FAILED: u16 = 1011;
 /// How long a rollover's old socket may keep delivering after its close frame.
 const ROLLOVER_LINGER: Duration = Duration::from_secs(5);
+/// How many recent access tokens are remembered for scrubbing.
+const ISSUED_TOKENS_KEPT: usize = 64;
 /// How long a graceful shutdown waits for the peer's close frame.
 const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 
@@ -265,6 +267,8 @@ pub struct KeepAliveMachine {
     retry_after_token: Option<(RestCall, Instant)>,
     /// The handshake got a 401 and the token was refreshed for it: a second 401 stops.
     handshake_refreshed: bool,
+    /// Recent access tokens (expired ones too), scrubbed from any text that leaves the machine.
+    issued_tokens: VecDeque<crate::Secret>,
 }
 
 impl KeepAliveMachine {
@@ -321,6 +325,7 @@ impl KeepAliveMachine {
             token_fail_streak: 0,
             retry_after_token: None,
             handshake_refreshed: false,
+            issued_tokens: VecDeque::new(),
         };
         m.start_setup(SetupKind::Connect);
         Ok(m)
@@ -389,7 +394,9 @@ impl KeepAliveMachine {
     pub fn handle(&mut self, now: Instant, event: Event) {
         if now < self.now {
             self.stats.clock_regressions += 1;
-            self.audit(AuditEvent::ClockWentBackwards, 0, None);
+            if !self.is_stopped() {
+                self.audit(AuditEvent::ClockWentBackwards, 0, None);
+            }
         } else {
             self.now = now;
         }
@@ -618,16 +625,15 @@ impl KeepAliveMachine {
 
     /// Removes any credential from a text bound for an audit entry, alert or stop reason.
     fn scrub(&self, mut text: String) -> String {
-        let mut secrets: Vec<String> = Vec::new();
-        if let Some(s) = &self.config.client_secret {
-            secrets.push(s.expose().to_owned());
-        }
-        if let Some(t) = self.token.valid_at(self.now) {
-            secrets.push(t.expose().to_owned());
-        }
+        let secrets = self
+            .config
+            .client_secret
+            .iter()
+            .chain(self.issued_tokens.iter());
         for s in secrets {
-            if s.len() >= 4 && text.contains(&s) {
-                text = text.replace(&s, "[redacted]");
+            let s = s.expose();
+            if s.len() >= 4 && text.contains(s) {
+                text = text.replace(s, "[redacted]");
             }
         }
         http::truncate(&mut text, 500);
@@ -1524,7 +1530,12 @@ impl KeepAliveMachine {
 
     /// Make before break: a new channel and socket, then close the old one.
     fn begin_rollover(&mut self) {
-        if self.config.profile != ProfileKind::Notifications || self.setup.is_some() {
+        // Only a live socket rolls over; with none, the scheduled reconnect (and its backoff) stands.
+        if self.config.profile != ProfileKind::Notifications
+            || self.setup.is_some()
+            || self.active.is_none()
+            || self.timers.is_set(Timer::Reconnect)
+        {
             return;
         }
         self.audit(AuditEvent::RolloverStarted, 0, None);
@@ -1805,16 +1816,21 @@ impl KeepAliveMachine {
     fn rest_succeeded(&mut self, call: RestCall, body: &[u8]) {
         match call {
             RestCall::Token => match serde_json::from_slice::<http::TokenResponse>(body) {
-                Ok(t) if !t.access_token.is_empty() => {
-                    let secs = t.expires_in.unwrap_or(86_399.0);
-                    let secs = if secs.is_finite() {
-                        secs.clamp(1.0, 1e7)
-                    } else {
-                        86_399.0
-                    };
+                Ok(t)
+                    if !t.access_token.is_empty()
+                        && t.expires_in.is_none_or(|s| s.is_finite() && s >= 1.0) =>
+                {
+                    // Genesys tokens live 300 s to 48 h; below a second is a broken answer, refused
+                    // rather than refreshed in a tight loop.
+                    let secs = t.expires_in.unwrap_or(86_399.0).min(1e7);
                     let lifetime = Duration::from_secs_f64(secs);
+                    let token = crate::Secret::new(t.access_token);
+                    if self.issued_tokens.len() >= ISSUED_TOKENS_KEPT {
+                        self.issued_tokens.pop_front();
+                    }
+                    self.issued_tokens.push_back(token.clone());
                     let refresh_at = self.token.store(
-                        crate::Secret::new(t.access_token),
+                        token,
                         lifetime,
                         self.config.token_refresh_margin,
                         self.now,
@@ -1835,7 +1851,7 @@ impl KeepAliveMachine {
                 _ => {
                     return self.rest_failed(
                         RestCall::Token,
-                        "the token response had no access_token".into(),
+                        "the token response had no access_token, or an expires_in below 1 s".into(),
                     )
                 }
             },

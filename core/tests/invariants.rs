@@ -8,8 +8,8 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use genesys_keepalive::check::{
-    Echo, FuzzHarness, HttpReply, InFrame, Invariant, Op, RequestPick, SocketPick, TimeStep,
-    TopicPick, Violation,
+    Echo, FuzzHarness, HttpReply, InFrame, Op, RequestPick, SocketPick, TimeStep, TopicPick,
+    Violation,
 };
 use genesys_keepalive::rng::Rng;
 use genesys_keepalive::ProfileKind;
@@ -65,23 +65,7 @@ fn ops(seed: u64) -> Vec<Op> {
 /// and `known_core_bug_*` below reproduces it deterministically. When the core is fixed, that test fails
 /// and asks for the entry (and the test) to be removed, so nothing stays tolerated by accident.
 type KnownBug = (&'static str, fn(&Violation) -> bool);
-const KNOWN_CORE_BUGS: &[KnownBug] = &[
-    (
-        "KB-1: a stale `now` after Stopped still emits an Audit(ClockWentBackwards)",
-        |v| v.invariant == Invariant::AfterStopped && v.message.contains("ClockWentBackwards"),
-    ),
-    (
-        "KB-2: an expired or invalidated access token is not scrubbed from audit entries",
-        |v| v.invariant == Invariant::SecretLeak && v.message.contains("access token"),
-    ),
-    (
-        "KB-3: begin_rollover starts an attempt before the announced ReconnectAfter delay",
-        |v| {
-            v.invariant == Invariant::BackoffBounds
-                && v.message.contains("connection attempt started")
-        },
-    ),
-];
+const KNOWN_CORE_BUGS: &[KnownBug] = &[];
 
 fn known_bug(v: &Violation) -> Option<&'static str> {
     KNOWN_CORE_BUGS
@@ -243,16 +227,11 @@ fn replay(profile: ProfileKind, seed: u64, ops: Vec<Op>) -> (Option<Violation>, 
     (found, h.transcript().join("\n"))
 }
 
-/// Asserts that known core bug `id` still reproduces; fails (asking for the cleanup) once it is fixed.
-fn assert_still_reproduces(id: &str, profile: ProfileKind, seed: u64, ops: Vec<Op>) {
+/// Asserts that a sequence which once broke an invariant (a core bug, since fixed) now plays clean.
+fn assert_fixed(id: &str, profile: ProfileKind, seed: u64, ops: Vec<Op>) {
     let (v, transcript) = replay(profile, seed, ops);
-    match v {
-        Some(v) if known_bug(&v).is_some_and(|name| name.starts_with(id)) => {}
-        Some(v) => panic!("{id}: expected the known bug, got another violation: {v}\n{transcript}"),
-        None => panic!(
-            "{id} no longer reproduces: the core is fixed. Remove its entry from KNOWN_CORE_BUGS and this \
-             test.\n{transcript}"
-        ),
+    if let Some(v) = v {
+        panic!("{id} is back: {v}\n{transcript}");
     }
 }
 
@@ -260,9 +239,9 @@ fn assert_still_reproduces(id: &str, profile: ProfileKind, seed: u64, ops: Vec<O
 const SEED: u64 = 20;
 
 #[test]
-fn known_core_bug_1_clock_regression_audited_after_stopped() {
+fn fixed_kb1_no_clock_regression_audit_after_stopped() {
     // new → Shutdown → Stopped; then one event stamped 1 ms in the past → Audit(ClockWentBackwards).
-    assert_still_reproduces(
+    assert_fixed(
         "KB-1",
         ProfileKind::KeepaliveFrame,
         SEED,
@@ -271,10 +250,10 @@ fn known_core_bug_1_clock_regression_audited_after_stopped() {
 }
 
 #[test]
-fn known_core_bug_2_invalidated_token_not_scrubbed() {
+fn fixed_kb2_an_invalidated_token_is_still_scrubbed() {
     // keepalive-frame with credentials: token request → 200 {access_token: "tok1x14"} → Connect(Bearer);
     // TokenExpired → token request; HttpFailed(error mentions "tok1x14") → Audit(HttpFailure) keeps it.
-    assert_still_reproduces(
+    assert_fixed(
         "KB-2",
         ProfileKind::KeepaliveFrame,
         SEED,
@@ -290,11 +269,11 @@ fn known_core_bug_2_invalidated_token_not_scrubbed() {
 }
 
 #[test]
-fn known_core_bug_3a_background_404_reconnects_without_backoff() {
+fn fixed_kb3a_a_background_404_waits_for_the_scheduled_reconnect() {
     // notifications: token, channel, subscriptions, socket open, heartbeat written. 23 h later (one Tick):
     // idle timeout → Close 4001 → ReconnectAfter(d), and the channel-extension PUT goes out. Its 404 →
     // begin_rollover → CONNECT_ATTEMPT at once (before d), a "rollover" with no socket to roll over.
-    assert_still_reproduces(
+    assert_fixed(
         "KB-3",
         ProfileKind::Notifications,
         SEED,
@@ -314,10 +293,10 @@ fn known_core_bug_3a_background_404_reconnects_without_backoff() {
 }
 
 #[test]
-fn known_core_bug_3b_repeated_socket_closing_skips_rollover_backoff() {
+fn fixed_kb3b_a_second_socket_closing_waits_for_the_scheduled_reconnect() {
     // notifications, open; socket_closing → rollover → channel POST; HttpFailed → ReconnectAfter(d);
     // socket_closing again → CONNECT_ATTEMPT at once (before d).
-    assert_still_reproduces(
+    assert_fixed(
         "KB-3",
         ProfileKind::Notifications,
         SEED,
