@@ -295,19 +295,19 @@ pub enum StopReason {
     #[error("shut down on request")]
     Shutdown,
     /// The credentials were refused (401 from the token endpoint, or 401 again after a refresh).
-    #[error("authentication failed: {detail}. Check GENESYS_CLIENT_ID and GENESYS_CLIENT_SECRET and that the OAuth client uses the client-credentials grant")]
+    #[error("authentication failed: {}. Check GENESYS_CLIENT_ID and GENESYS_CLIENT_SECRET and that the OAuth client uses the client-credentials grant", detail.trim_end_matches('.'))]
     AuthenticationFailed {
         /// What the server said.
         detail: String,
     },
     /// 403: the OAuth client lacks a permission or a topic is not allowed.
-    #[error("forbidden: {detail}. Grant the OAuth client's role the permission for this topic (or remove the topic)")]
+    #[error("forbidden: {}. Grant the OAuth client's role the permission for this topic (or remove the topic)", detail.trim_end_matches('.'))]
     Forbidden {
         /// What was refused and what the server said.
         detail: String,
     },
     /// Every reconnect attempt failed.
-    #[error("gave up after {attempts} reconnect attempts; last error: {last_error}. Check the network and the gateway, then start again")]
+    #[error("gave up after {attempts} reconnect attempts; last error: {}. Check the network and the gateway, then start again", last_error.trim_end_matches('.'))]
     ReconnectAttemptsExhausted {
         /// Attempts made.
         attempts: u32,
