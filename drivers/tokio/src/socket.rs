@@ -21,6 +21,9 @@ use crate::task::Input;
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What every socket needs: TLS, size limits, whether `ws://` is allowed.
+/// Initial read buffer per socket.
+const READ_BUFFER_BYTES: usize = 4096;
+
 pub(crate) struct SocketContext {
     pub tls: Arc<rustls::ClientConfig>,
     pub max_inbound_bytes: usize,
@@ -186,7 +189,10 @@ async fn handshake(
             .map_err(|_| fail(format!("invalid value for handshake header `{name}`")))?;
         request.headers_mut().append(n, v);
     }
+    // tungstenite's default 128 KiB read buffer is zero-filled up front: 128 KiB of RSS per socket.
+    // 4 KiB holds any keep-alive frame; larger messages grow it on demand.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(ctx.max_inbound_bytes))
         .max_frame_size(Some(ctx.max_inbound_bytes));
     let connector = Connector::Rustls(ctx.tls.clone());
