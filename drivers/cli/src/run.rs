@@ -33,9 +33,7 @@ type DriverFn = fn(Config, RunOptions) -> Result<Outcome, Failure>;
 fn driver(kind: DriverKind) -> Result<DriverFn, Failure> {
     match kind {
         DriverKind::Tokio => Ok(tokio_driver::run),
-        DriverKind::AsyncStd => Err(Failure::config(
-            "the async-std driver is not built yet; use --driver tokio (the default)",
-        )),
+        DriverKind::AsyncStd => Ok(async_std_driver::run),
     }
 }
 
@@ -78,6 +76,8 @@ fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
     }
     Ok(certs)
 }
+
+mod async_std_driver;
 
 mod tokio_driver {
     use std::time::Duration;

@@ -44,7 +44,7 @@ impl From<Profile> for ProfileKind {
 pub enum DriverKind {
     /// tokio + tokio-tungstenite + reqwest
     Tokio,
-    /// async-std + async-tungstenite (not built yet)
+    /// async-std + async-tungstenite + reqwest (also runs under smol)
     AsyncStd,
 }
 

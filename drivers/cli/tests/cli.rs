@@ -379,11 +379,22 @@ fn run_prints_json_lines_delivers_notifications_and_shuts_down_on_sigterm() {
 /// timeout plus one heartbeat interval.
 #[test]
 fn acceptance_sixty_seconds_stable_then_blackhole_recovered_within_idle_plus_interval() {
+    acceptance("tokio");
+}
+
+/// The acceptance run with `--driver async-std`.
+#[test]
+fn acceptance_with_the_async_std_driver() {
+    acceptance("async-std");
+}
+
+fn acceptance(driver: &str) {
     // Tokens live 20 s: several refreshes happen during the minute, none may cost a reconnect.
     let gw = gateway(Duration::from_secs(20));
     let base = gw.base_url();
     let start = Instant::now();
-    let mut p = Proc::spawn(&run_args(&base), &Proc::creds());
+    let args = with_flags(run_args(&base), &[("--driver", driver)]);
+    let mut p = Proc::spawn(&args, &Proc::creds());
     let (stable_at, _) = p
         .wait_json(start, Duration::from_secs(10), |v| is_state(v, "STABLE"))
         .unwrap_or_else(|| panic!("no STABLE line; stderr: {:#?}", p.stderr()));
@@ -434,7 +445,7 @@ fn acceptance_sixty_seconds_stable_then_blackhole_recovered_within_idle_plus_int
     let recovery = back_at - injected;
     let bound = Duration::from_millis(IDLE_MS + HEARTBEAT_MS);
     eprintln!(
-        "acceptance: 60 s with 0 reconnects; blackhole detected after {detection:?} ({}), STABLE again \
+        "acceptance ({driver}): 60 s with 0 reconnects; blackhole detected after {detection:?} ({}), STABLE again \
          after {recovery:?}; bound idle + interval = {bound:?}",
         alert["metrics"]["detail"]
     );
@@ -577,16 +588,43 @@ fn gateway_not_running_exits_4_after_the_last_attempt() {
     p.assert_no_credentials(&[]);
 }
 
+/// `--driver async-std` ends with the same exit codes and error lines as tokio: 3 for refused credentials,
+/// 4 after the last attempt against a gateway that is not running.
 #[test]
-fn async_std_driver_is_not_built_yet() {
-    let mut args = run_args("http://127.0.0.1:9");
-    args.extend(["--driver".to_string(), "async-std".to_string()]);
-    let mut p = Proc::spawn(&args, &Proc::creds());
-    let line = expect_failure(&mut p, 2);
-    assert!(
-        line.starts_with("error: the async-std driver is not built yet"),
-        "{line}"
+fn async_std_driver_gives_the_same_exit_codes() {
+    let gw = gateway(Duration::from_secs(300));
+    let wrong = "Wrong-secret-55d1c";
+    let mut p = Proc::spawn(
+        &with_flags(run_args(&gw.base_url()), &[("--driver", "async-std")]),
+        &[
+            ("GENESYS_CLIENT_ID", CLIENT_ID),
+            ("GENESYS_CLIENT_SECRET", wrong),
+        ],
     );
+    let line = expect_failure(&mut p, 3);
+    assert!(line.contains("GENESYS_CLIENT_SECRET"), "{line}");
+    assert!(line.contains("401"), "{line}");
+    p.assert_no_credentials(&[wrong]);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args = with_flags(
+        run_args(&format!("http://127.0.0.1:{port}")),
+        &[
+            ("--driver", "async-std"),
+            ("--max-reconnect-attempts", "2"),
+            ("--backoff-base-ms", "50"),
+            ("--backoff-max-ms", "100"),
+        ],
+    );
+    let mut p = Proc::spawn(&args, &Proc::creds());
+    let line = expect_failure(&mut p, 4);
+    assert!(line.contains("2 reconnect attempts"), "{line}");
+    assert!(line.to_ascii_lowercase().contains("refused"), "{line}");
+    p.assert_no_credentials(&[]);
 }
 
 #[test]

@@ -1,0 +1,192 @@
+//! `run --driver async-std`: the same session as the tokio arm (the same JSON lines, the same exit codes),
+//! on async-std, with runtime-neutral pieces: `async-io` timers and `async-signal` for SIGINT/SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use futures_lite::{future, StreamExt};
+use genesys_keepalive::{Config, Notification, State, Stats};
+use genesys_keepalive_async_std::{Error, Options, RecvError, Report, Reports};
+
+use super::{Outcome, RunOptions};
+use crate::failure::Failure;
+use crate::output;
+
+pub fn run(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
+    async_std::task::block_on(session(config, opts))
+}
+
+/// SIGINT / SIGTERM. Listeners are installed by [`Shutdown::install`], so a later signal never terminates
+/// the process outright.
+struct Shutdown(async_signal::Signals);
+
+impl Shutdown {
+    fn install() -> std::io::Result<Self> {
+        use async_signal::Signal;
+        #[cfg(unix)]
+        let signals = [Signal::Int, Signal::Term];
+        #[cfg(not(unix))]
+        let signals = [Signal::Int];
+        async_signal::Signals::new(signals).map(Shutdown)
+    }
+
+    /// Resolves at the next SIGINT or SIGTERM, with the signal's name.
+    async fn recv(&mut self) -> &'static str {
+        loop {
+            match self.0.next().await {
+                Some(Ok(async_signal::Signal::Int)) => return "SIGINT",
+                Some(Ok(async_signal::Signal::Term)) => return "SIGTERM",
+                Some(_) => continue,
+                None => future::pending::<()>().await,
+            }
+        }
+    }
+}
+
+fn print_report(report: Report) {
+    match report {
+        Report::Audit(entry) => output::emit("audit", &entry),
+        Report::Alert(alert) => output::emit("alert", &alert),
+        Report::State { from, to } => output::emit_state(from, to),
+        Report::Stopped(reason) => tracing::info!(%reason, "the keep-alive machine stopped"),
+    }
+}
+
+/// Prints every report still queued, until the task has ended (bounded).
+async fn drain(reports: &mut Reports) {
+    let all = async {
+        loop {
+            match reports.recv().await {
+                Ok(r) => print_report(r),
+                Err(RecvError::Lagged(n)) => lagged(n),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    };
+    future::or(all, async {
+        async_io::Timer::after(Duration::from_secs(3)).await;
+    })
+    .await;
+}
+
+fn lagged(n: u64) {
+    tracing::warn!(
+        missed = n,
+        "stdout is too slow: {n} audit/alert/state reports were dropped"
+    );
+}
+
+/// The next periodic stats tick (a missed tick is delayed, not burst).
+async fn tick(next: &mut Option<Instant>, every: Option<Duration>) {
+    match (next.as_mut(), every) {
+        (Some(at), Some(every)) => {
+            async_io::Timer::at(*at).await;
+            *at = Instant::now() + every;
+        }
+        _ => future::pending().await,
+    }
+}
+
+fn stopped_stats() -> Stats {
+    Stats {
+        state: State::Stopped,
+        ..Stats::default()
+    }
+}
+
+/// What woke the session loop.
+enum Wake {
+    Signal(&'static str),
+    Report(Result<Report, RecvError>),
+    Notification(Option<Notification>),
+    Tick,
+}
+
+async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
+    let mut signals = Shutdown::install()
+        .map_err(|e| Failure::internal(format!("cannot install signal handlers: {e}")))?;
+    let options = Options {
+        seed: opts.seed,
+        extra_root_certs: opts.extra_roots,
+        ..Options::default()
+    };
+
+    // The driver resolves once the first socket is open; until then only a stop or a signal can end it.
+    let connect = async { Ok(genesys_keepalive_async_std::connect_with(config, options).await) };
+    let (handle, mut notifications) =
+        match future::or(connect, async { Err(signals.recv().await) }).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(Error::Stopped(reason))) => return Ok(Outcome::Stopped(reason)),
+            Ok(Err(Error::Config(e))) => {
+                return Err(Failure::config(format!(
+                    "{e}. Fix the flags, the --config file or the environment"
+                )))
+            }
+            Ok(Err(Error::Tls(e))) => {
+                return Err(Failure::config(format!(
+                    "TLS setup failed: {e}; check --ca-cert"
+                )))
+            }
+            Ok(Err(e)) => return Err(Failure::internal(e.to_string())),
+            Err(sig) => {
+                tracing::info!("{sig} while connecting: stopping");
+                // Dropping the connect future shuts the task down gracefully.
+                output::emit_stats(&stopped_stats(), true);
+                return Ok(Outcome::Shutdown);
+            }
+        };
+
+    let mut reports = handle.reports();
+    let every = opts.stats_interval;
+    let mut next_tick = every.map(|d| Instant::now() + d);
+    let mut reports_open = true;
+    loop {
+        // In priority order, like the tokio arm's biased select.
+        let wake = future::or(
+            async { Wake::Signal(signals.recv().await) },
+            future::or(
+                async {
+                    if reports_open {
+                        Wake::Report(reports.recv().await)
+                    } else {
+                        future::pending().await
+                    }
+                },
+                future::or(
+                    async { Wake::Notification(notifications.recv().await) },
+                    async {
+                        tick(&mut next_tick, every).await;
+                        Wake::Tick
+                    },
+                ),
+            ),
+        )
+        .await;
+        match wake {
+            Wake::Signal(sig) => {
+                tracing::info!("{sig}: shutting down gracefully (close 1000)");
+                let stats = future::or(handle.shutdown(), async {
+                    let sig = signals.recv().await;
+                    tracing::warn!("{sig} again: not waiting for the close handshake");
+                    handle.stats()
+                })
+                .await;
+                drain(&mut reports).await;
+                output::emit_stats(&stats, true);
+                return Ok(Outcome::Shutdown);
+            }
+            Wake::Report(Ok(report)) => print_report(report),
+            Wake::Report(Err(RecvError::Lagged(n))) => lagged(n),
+            Wake::Report(Err(RecvError::Closed)) => reports_open = false,
+            Wake::Notification(Some(n)) => {
+                output::emit_raw(&output::notification_line(&n.raw, &n.topic_name))
+            }
+            Wake::Notification(None) => break, // the machine stopped
+            Wake::Tick => output::emit_stats(&handle.stats(), false),
+        }
+    }
+    let reason = handle.stopped().await;
+    let stats = handle.shutdown().await; // waits for the task to end
+    drain(&mut reports).await;
+    output::emit_stats(&stats, true);
+    Ok(Outcome::Stopped(reason))
+}
