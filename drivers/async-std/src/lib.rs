@@ -30,7 +30,7 @@
 //! ```
 //!
 //! ## How it runs
-//! One task owns the [`KeepAliveMachine`](genesys_keepalive::KeepAliveMachine). Inputs reach it on one
+//! One task owns the [`KeepAliveMachine`]. Inputs reach it on one
 //! channel from the socket tasks, the HTTP tasks and the [`Handle`]; after every input it drains and performs
 //! the machine's actions, then sleeps until the machine's next deadline (and checks the clock when it wakes).
 //! Each socket has one task in which a reader polls the read half all the time and exactly one writer
