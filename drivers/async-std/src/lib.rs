@@ -203,11 +203,11 @@ pub async fn connect_with(
 ) -> Result<(Handle, Notifications), Error> {
     tls::install_provider();
     config.validate()?;
-    let tls = tls::client_config(&options.extra_root_certs)?;
+    let tls = tls::shared_client_config(&options.extra_root_certs)?;
     let allow_insecure = config.allow_insecure;
-    let client = http::client(tls.clone(), allow_insecure)?;
+    let client = http::client((*tls).clone(), allow_insecure)?;
     let ctx = Arc::new(socket::SocketContext {
-        tls: futures_rustls::TlsConnector::from(Arc::new(tls)),
+        tls: futures_rustls::TlsConnector::from(tls),
         max_inbound_bytes: config.max_inbound_bytes,
         allow_insecure,
     });

@@ -27,6 +27,9 @@ use crate::task::Input;
 type Stream = Either<TcpStream, TlsStream<TcpStream>>;
 type Ws = WebSocketStream<Stream>;
 
+/// Initial read buffer per socket.
+const READ_BUFFER_BYTES: usize = 4096;
+
 /// What every socket needs: TLS, size limits, whether `ws://` is allowed.
 pub(crate) struct SocketContext {
     pub tls: futures_rustls::TlsConnector,
@@ -219,7 +222,10 @@ async fn handshake(
         Either::Left(tcp)
     };
 
+    // tungstenite's default 128 KiB read buffer is zero-filled up front: 128 KiB of RSS per socket.
+    // 4 KiB holds any keep-alive frame; larger messages grow it on demand.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(ctx.max_inbound_bytes))
         .max_frame_size(Some(ctx.max_inbound_bytes));
     match async_tungstenite::client_async_with_config(request, stream, Some(config)).await {
