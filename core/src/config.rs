@@ -182,7 +182,8 @@ pub struct Config {
     /// one is not up yet (default 55 s; the server closes after about 60 s).
     #[serde(rename = "rollover_deadline_ms", with = "ms")]
     pub rollover_deadline: Duration,
-    /// How many recent notification ids are remembered to drop duplicates (default 4,096).
+    /// How many recent notification ids are remembered to drop duplicates (default 1,024; duplicates only
+    /// arise in the seconds a rollover overlaps two sockets).
     pub dedup_window: usize,
 }
 
@@ -221,7 +222,7 @@ impl Default for Config {
             retry_budget: Duration::from_millis(180_000),
             resubscribe_margin: Duration::from_secs(3_600),
             rollover_deadline: Duration::from_millis(55_000),
-            dedup_window: 4096,
+            dedup_window: 1024,
         }
     }
 }

@@ -13,6 +13,16 @@ pub const MIN_PAYLOAD_BYTES: usize = 384;
 /// The Notifications API health check, sent exactly as Genesys documents it.
 pub const PING_FRAME: &str = r#"{"message":"ping"}"#;
 
+/// The answer to [`PING_FRAME`], byte for byte as Genesys sends it.
+pub const PONG_FRAME: &str = r#"{"topicName":"channel.metadata","eventBody":{"message":"pong"}}"#;
+
+/// The Genesys server heartbeat, byte for byte.
+pub const SERVER_HEARTBEAT_FRAME: &str =
+    r#"{"topicName":"channel.metadata","eventBody":{"message":"WebSocket Heartbeat"}}"#;
+
+const ACK_FRAME: &str = r#"{"type":"KEEP_ALIVE_ACK"}"#;
+const ACK_SEQ_PREFIX: &str = r#"{"type":"KEEP_ALIVE_ACK","seq":"#;
+
 /// The seed's `intervalMatrix` block of a heartbeat.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -113,7 +123,8 @@ impl KeepAlivePayload<'_> {
 
     /// Serializes the frame with `sizeDirective.bytes` set to the exact size of the result, then validates
     /// it: build + validate + serialize in one pass (the seed serializes twice and reports the size of a
-    /// frame with `bytes: 0` in it).
+    /// frame with `bytes: 0` in it). The JSON is written directly, in the field order of the `Serialize`
+    /// derive, and is byte-identical to `serde_json` with the size filled in.
     ///
     /// ```
     /// use genesys_keepalive::frames::*;
@@ -128,32 +139,58 @@ impl KeepAlivePayload<'_> {
     /// assert_eq!(v["sizeDirective"]["bytes"].as_u64().unwrap() as usize, text.len());
     /// ```
     pub fn to_frame(mut self, min_ms: u64) -> Result<String, FrameError> {
-        self.size_directive.bytes = 0;
-        let mut buf = Vec::with_capacity(320);
-        serde_json::to_writer(&mut buf, &self).map_err(|_| FrameError::Schema("unserializable"))?;
-        const MARK: &[u8] = b"\"bytes\":0";
-        let at = buf
-            .windows(MARK.len())
-            .position(|w| w == MARK)
-            .ok_or(FrameError::Schema("sizeDirective.bytes missing"))?
-            + MARK.len()
-            - 1;
-        // The final size has d digits where d is the digit count of (len - 1 + d).
-        let base = buf.len() - 1;
-        let mut size = base + 1;
-        for d in 1..=20 {
-            let candidate = base + d;
-            if digits(candidate) == d {
-                size = candidate;
-                break;
-            }
-        }
+        let mut out = String::with_capacity(320);
+        out.push_str("{\"connectionId\":");
+        push_json_str(&mut out, self.connection_id);
+        out.push_str(",\"type\":");
+        push_json_str(&mut out, self.kind);
+        out.push_str(",\"timestamp\":");
+        push_u64(&mut out, self.timestamp);
+        out.push_str(",\"intervalMatrix\":{\"current\":");
+        push_u64(&mut out, self.interval_matrix.current);
+        out.push_str(",\"state\":");
+        push_json_str(&mut out, self.interval_matrix.state);
+        out.push_str(",\"nextExpected\":");
+        push_u64(&mut out, self.interval_matrix.next_expected);
+        out.push_str("},\"sizeDirective\":{\"bytes\":");
+        let size_at = out.len();
+        out.push_str(",\"maxAllowed\":");
+        push_u64(&mut out, self.size_directive.max_allowed as u64);
+        out.push_str(if self.size_directive.compression {
+            ",\"compression\":true},\"seq\":"
+        } else {
+            ",\"compression\":false},\"seq\":"
+        });
+        push_u64(&mut out, self.seq);
+        out.push('}');
+        // The final size has d digits where d is the digit count of (len + d).
+        let base = out.len();
+        let size = (1..=20)
+            .map(|d| base + d)
+            .find(|candidate| digits(*candidate) == candidate - base)
+            .unwrap_or(base + 1);
         self.size_directive.bytes = size;
         self.validate(min_ms)?;
-        let mut num = itoa_buf(size);
-        buf.splice(at..at + 1, num.drain(..));
-        debug_assert_eq!(buf.len(), size);
-        String::from_utf8(buf).map_err(|_| FrameError::Schema("not UTF-8"))
+        let mut num = itoa::Buffer::new();
+        out.insert_str(size_at, num.format(size));
+        debug_assert_eq!(out.len(), size);
+        Ok(out)
+    }
+}
+
+fn push_u64(out: &mut String, n: u64) {
+    let mut b = itoa::Buffer::new();
+    out.push_str(b.format(n));
+}
+
+/// A JSON string literal: copied as is when nothing needs escaping, else escaped by serde_json.
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
     }
 }
 
@@ -164,10 +201,6 @@ fn digits(mut n: usize) -> usize {
         d += 1;
     }
     d
-}
-
-fn itoa_buf(n: usize) -> Vec<u8> {
-    n.to_string().into_bytes()
 }
 
 /// What an inbound text frame means.
@@ -243,6 +276,36 @@ struct Metadata<'a> {
 /// assert_eq!(classify(ProfileKind::Notifications, "garbage"), Inbound::NotJson);
 /// ```
 pub fn classify(profile: ProfileKind, text: &str) -> Inbound<'_> {
+    // Fast paths for the frames that come every few seconds, exactly as the servers send them; anything
+    // else (other spacing, extra fields) takes the full parse below and means the same.
+    match profile {
+        ProfileKind::Notifications => {
+            if text == PONG_FRAME {
+                return Inbound::Pong;
+            }
+            if text == SERVER_HEARTBEAT_FRAME {
+                return Inbound::ServerHeartbeat;
+            }
+        }
+        ProfileKind::KeepaliveFrame => {
+            if text == ACK_FRAME {
+                return Inbound::KeepAliveAck { seq: None };
+            }
+            if let Some(digits) = text
+                .strip_prefix(ACK_SEQ_PREFIX)
+                .and_then(|rest| rest.strip_suffix('}'))
+            {
+                if !digits.is_empty()
+                    && digits.len() <= 19
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    if let Ok(seq) = digits.parse() {
+                        return Inbound::KeepAliveAck { seq: Some(seq) };
+                    }
+                }
+            }
+        }
+    }
     let wire: WireFrame<'_> = match serde_json::from_str(text) {
         Ok(w) => w,
         Err(e) if e.is_data() => return Inbound::WrongShape("fields of the wrong type"),
@@ -359,6 +422,69 @@ mod tests {
             p.to_frame(5_000),
             Err(FrameError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_full_parse() {
+        use ProfileKind::*;
+        for (profile, fast, slow) in [
+            (
+                Notifications,
+                PONG_FRAME,
+                r#"{ "topicName": "channel.metadata", "eventBody": {"message":"pong"} }"#,
+            ),
+            (
+                Notifications,
+                SERVER_HEARTBEAT_FRAME,
+                r#"{"eventBody":{"message":"WebSocket Heartbeat"},"topicName":"channel.metadata"}"#,
+            ),
+            (
+                KeepaliveFrame,
+                r#"{"type":"KEEP_ALIVE_ACK"}"#,
+                r#"{ "type":"KEEP_ALIVE_ACK" }"#,
+            ),
+            (
+                KeepaliveFrame,
+                r#"{"type":"KEEP_ALIVE_ACK","seq":42}"#,
+                r#"{"seq":42,"type":"KEEP_ALIVE_ACK"}"#,
+            ),
+        ] {
+            assert_eq!(classify(profile, fast), classify(profile, slow), "{fast}");
+        }
+        // Not taken by the fast path, and still right.
+        assert_eq!(
+            classify(
+                KeepaliveFrame,
+                r#"{"type":"KEEP_ALIVE_ACK","seq":99999999999999999999}"#
+            ),
+            Inbound::WrongShape("fields of the wrong type")
+        );
+        assert_eq!(
+            classify(KeepaliveFrame, r#"{"type":"KEEP_ALIVE_ACK","seq":-1}"#),
+            Inbound::WrongShape("fields of the wrong type")
+        );
+        assert!(matches!(
+            classify(KeepaliveFrame, r#"{"type":"KEEP_ALIVE_ACK","seq":}"#),
+            Inbound::NotJson
+        ));
+    }
+
+    #[test]
+    fn hand_written_frame_is_byte_identical_to_serde() {
+        for (seq, id, state) in [
+            (0, "c0ffee00-0000-4000-8000-000000000000", "STABLE"),
+            (u64::MAX, "id with \"quotes\" and \\ and \u{1}", "DEGRADED"),
+            (10, "ünïcödé", "RECONNECTING"),
+        ] {
+            let mut p = payload(10_000);
+            p.seq = seq;
+            p.connection_id = id;
+            p.interval_matrix.state = state;
+            let text = p.clone().to_frame(5_000).unwrap();
+            let mut q = p;
+            q.size_directive.bytes = text.len();
+            assert_eq!(text, serde_json::to_string(&q).unwrap());
+        }
     }
 
     #[test]

@@ -155,6 +155,8 @@ impl Conn {
 struct Channel {
     id: String,
     connect_uri: String,
+    /// How long it lives from its creation (its `expires`, at most 24 h).
+    lifetime: Duration,
 }
 
 /// Why a connection setup runs.
@@ -818,11 +820,9 @@ impl KeepAliveMachine {
         self.stats.connections_opened += 1;
         self.handshake_refreshed = false;
         if let Some(ch) = setup.channel.clone() {
+            let at = self.now + self.resubscribe_after(ch.lifetime);
             self.channel = Some(ch);
-            self.timers.set(
-                Timer::Resubscribe,
-                self.now + CHANNEL_LIFETIME.saturating_sub(self.config.resubscribe_margin),
-            );
+            self.timers.set(Timer::Resubscribe, at);
         }
         let rollover = setup.kind == SetupKind::Rollover && self.active.is_some();
         if let Some(old) = self.active.take() {
@@ -1004,6 +1004,15 @@ impl KeepAliveMachine {
             return;
         }
         self.schedule_reconnect(error, None);
+    }
+
+    /// When to extend a channel that lives `lifetime`: `resubscribe_margin` before it expires, or halfway
+    /// for a channel shorter than the margin.
+    fn resubscribe_after(&self, lifetime: Duration) -> Duration {
+        match lifetime.checked_sub(self.config.resubscribe_margin) {
+            Some(d) if !d.is_zero() => d,
+            _ => (lifetime / 2).max(Duration::from_secs(1)),
+        }
     }
 
     fn clear_conn_timers(&mut self) {
@@ -1858,7 +1867,12 @@ impl KeepAliveMachine {
             RestCall::CreateChannel => {
                 match serde_json::from_slice::<http::ChannelResponse>(body) {
                     Ok(ch) if !ch.connect_uri.is_empty() && !ch.id.is_empty() => {
-                        let _ = ch.expires;
+                        let lifetime = ch
+                            .expires
+                            .as_deref()
+                            .and_then(crate::time::parse_iso8601)
+                            .and_then(|exp| exp.duration_since(self.wall.at(self.now)).ok())
+                            .map_or(CHANNEL_LIFETIME, |d| d.min(CHANNEL_LIFETIME));
                         self.audit(
                             AuditEvent::ChannelCreated,
                             0,
@@ -1867,6 +1881,7 @@ impl KeepAliveMachine {
                         let channel = Channel {
                             id: ch.id.clone(),
                             connect_uri: ch.connect_uri,
+                            lifetime,
                         };
                         if let Some(s) = self.setup.as_mut() {
                             s.channel = Some(channel);
@@ -1916,10 +1931,13 @@ impl KeepAliveMachine {
                     Some(format!("{} topics on channel {channel_id}", topics.len())),
                 );
                 if extend {
-                    self.timers.set(
-                        Timer::Resubscribe,
-                        self.now + CHANNEL_LIFETIME.saturating_sub(self.config.resubscribe_margin),
-                    );
+                    // Resubscribing gives the channel a new lifetime.
+                    let lifetime = self
+                        .channel
+                        .as_ref()
+                        .map_or(CHANNEL_LIFETIME, |c| c.lifetime);
+                    let at = self.now + self.resubscribe_after(lifetime);
+                    self.timers.set(Timer::Resubscribe, at);
                 }
             }
             RestCall::AddTopics { channel_id, topics } => {

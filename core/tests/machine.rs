@@ -54,3 +54,37 @@ fn a_refused_handshake_is_not_closed_again() {
         "Retry-After of a refused handshake is honoured: {d:?}"
     );
 }
+
+#[test]
+fn a_channel_is_extended_before_the_expiry_the_server_gave() {
+    let mut h = H::new(notifications_config());
+    h.answer_ok(86_399);
+    let ch = h.pending_http();
+    // The harness's wall clock starts at 1,780,000,000 s; this channel expires two hours later.
+    h.respond(
+        &ch,
+        200,
+        r#"{"connectUri":"wss://streaming.mypurecloud.com/channels/c2","id":"c2","expires":"2026-05-28T22:26:40Z"}"#,
+        &[],
+    );
+    h.answer_ok(0);
+    let (s, _, _) = h.pending_connect().unwrap();
+    h.feed(Event::Opened { socket: s });
+    // Keep the socket alive with pongs; the extension comes after 1 h (2 h - the 1 h margin), not 23 h.
+    let mut extended_at = None;
+    for _ in 0..800 {
+        h.advance(Duration::from_secs(5));
+        h.frame(s, PONG);
+        if let Some(r) = h.last_http() {
+            if r.url.ends_with("/channels/c2/subscriptions") {
+                extended_at = Some(h.t());
+                break;
+            }
+        }
+    }
+    let at = extended_at.expect("the channel was extended");
+    assert!(
+        at >= Duration::from_secs(3_595) && at <= Duration::from_secs(3_610),
+        "{at:?}"
+    );
+}
