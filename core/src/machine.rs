@@ -1516,13 +1516,14 @@ impl KeepAliveMachine {
         if self.dedup_set.contains(&key) {
             return false;
         }
-        self.dedup_set.insert(key);
-        self.dedup_order.push_back(key);
-        if self.dedup_order.len() > self.config.dedup_window {
+        // Make room first, so that neither collection ever grows past the window.
+        if self.dedup_order.len() >= self.config.dedup_window {
             if let Some(old) = self.dedup_order.pop_front() {
                 self.dedup_set.remove(&old);
             }
         }
+        self.dedup_set.insert(key);
+        self.dedup_order.push_back(key);
         true
     }
 

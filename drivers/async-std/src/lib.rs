@@ -205,7 +205,7 @@ pub async fn connect_with(
     config.validate()?;
     let tls = tls::shared_client_config(&options.extra_root_certs)?;
     let allow_insecure = config.allow_insecure;
-    let client = http::client((*tls).clone(), allow_insecure)?;
+    let client = http::LazyClient::new(tls.clone(), allow_insecure);
     let ctx = Arc::new(socket::SocketContext {
         tls: futures_rustls::TlsConnector::from(tls),
         max_inbound_bytes: config.max_inbound_bytes,

@@ -83,7 +83,7 @@ pub(crate) struct Driver {
     sockets: HashMap<SocketId, SocketCtl>,
     http: HashMap<RequestId, AbortHandle>,
     ctx: Arc<SocketContext>,
-    client: reqwest::Client,
+    client: crate::http::LazyClient,
     spawner: Spawner,
     allow_insecure: bool,
     notifications: Option<Sender<Notification>>,
@@ -107,7 +107,7 @@ impl Driver {
         inputs: Receiver<Input>,
         input_tx: Sender<Input>,
         ctx: Arc<SocketContext>,
-        client: reqwest::Client,
+        client: crate::http::LazyClient,
         spawner: Spawner,
         out: Outlets,
     ) -> Self {
@@ -359,7 +359,14 @@ impl Driver {
         match action {
             Action::Http(request) => {
                 let id = request.id;
-                let client = self.client.clone();
+                let client = match self.client.get() {
+                    Ok(c) => c,
+                    Err(error) => {
+                        self.local
+                            .push_back(Event::HttpFailed { request: id, error });
+                        return;
+                    }
+                };
                 let tx = self.input_tx.clone();
                 let insecure = self.allow_insecure;
                 let task = self.spawner.spawn_abortable(async move {

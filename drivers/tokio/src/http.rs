@@ -21,6 +21,34 @@ pub(crate) fn client(
         .map_err(|e| Error::Tls(error_chain(&e)))
 }
 
+/// The reqwest client, built on the first request: a keepalive-frame connection without credentials never
+/// makes one, and each client costs memory (a connection pool, a resolver) per connection.
+pub(crate) struct LazyClient {
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    allow_insecure: bool,
+    client: Option<reqwest::Client>,
+}
+
+impl LazyClient {
+    pub(crate) fn new(tls: std::sync::Arc<rustls::ClientConfig>, allow_insecure: bool) -> Self {
+        LazyClient {
+            tls,
+            allow_insecure,
+            client: None,
+        }
+    }
+
+    /// The client (a cheap clone of a shared one), built now if this is the first request.
+    pub(crate) fn get(&mut self) -> Result<reqwest::Client, String> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let c = client((*self.tls).clone(), self.allow_insecure).map_err(|e| e.to_string())?;
+        self.client = Some(c.clone());
+        Ok(c)
+    }
+}
+
 /// Sends `req` and returns the event that reports its outcome.
 pub(crate) async fn perform(
     client: &reqwest::Client,

@@ -74,7 +74,7 @@ pub(crate) struct Driver {
     sockets: HashMap<SocketId, SocketCtl>,
     http: HashMap<RequestId, AbortHandle>,
     ctx: Arc<SocketContext>,
-    client: reqwest::Client,
+    client: crate::http::LazyClient,
     allow_insecure: bool,
     notifications: Option<mpsc::UnboundedSender<Notification>>,
     reports: broadcast::Sender<Report>,
@@ -97,7 +97,7 @@ impl Driver {
         inputs: mpsc::Receiver<Input>,
         input_tx: mpsc::Sender<Input>,
         ctx: Arc<SocketContext>,
-        client: reqwest::Client,
+        client: crate::http::LazyClient,
         out: Outlets,
     ) -> Self {
         let allow_insecure = machine.config().allow_insecure;
@@ -328,7 +328,14 @@ impl Driver {
         match action {
             Action::Http(request) => {
                 let id = request.id;
-                let client = self.client.clone();
+                let client = match self.client.get() {
+                    Ok(c) => c,
+                    Err(error) => {
+                        self.local
+                            .push_back(Event::HttpFailed { request: id, error });
+                        return;
+                    }
+                };
                 let tx = self.input_tx.clone();
                 let insecure = self.allow_insecure;
                 let task = tokio::spawn(async move {
