@@ -76,7 +76,6 @@ mod http;
 mod rt;
 mod socket;
 mod task;
-mod tls;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -85,12 +84,11 @@ use std::time::{Instant, SystemTime};
 
 use async_channel::{Receiver, Sender};
 use futures_core::Stream;
-use genesys_keepalive::{
-    Alert, AuditEntry, Config, ConfigError, KeepAliveMachine, Notification, State, Stats,
-    StopReason,
-};
+use genesys_keepalive::{Config, KeepAliveMachine, Notification, State, Stats, StopReason};
+use genesys_keepalive_driver_common::{random_seed, tls};
 
 pub use genesys_keepalive;
+pub use genesys_keepalive_driver_common::{Error, Report};
 pub use rt::{Spawner, Task, Watch};
 pub use rustls_pki_types::CertificateDer;
 
@@ -149,42 +147,6 @@ impl Options {
     }
 }
 
-/// Why [`connect`] (or a [`Handle`] call) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The configuration was refused; every broken relation is listed.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The machine stopped before the first socket opened (bad credentials, 403, attempts exhausted), or,
-    /// for a [`Handle`] call, has stopped since.
-    #[error("stopped: {0}")]
-    Stopped(StopReason),
-    /// The TLS or HTTP client could not be set up (e.g. an unusable extra root certificate).
-    #[error("TLS setup failed: {0}")]
-    Tls(String),
-    /// The driver task is no longer running.
-    #[error("the keep-alive task is no longer running")]
-    Gone,
-}
-
-/// Something the driver reports besides notifications: what the core emitted, as values.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Report {
-    /// An audit entry.
-    Audit(AuditEntry),
-    /// A monitoring alert.
-    Alert(Alert),
-    /// The connection state changed.
-    State {
-        /// Before.
-        from: State,
-        /// After.
-        to: State,
-    },
-    /// The machine stopped for good; nothing follows.
-    Stopped(StopReason),
-}
-
 /// Connects with default [`Options`]; see [`connect_with`].
 pub async fn connect(config: Config) -> Result<(Handle, Notifications), Error> {
     connect_with(config, Options::default()).await
@@ -205,7 +167,11 @@ pub async fn connect_with(
     config.validate()?;
     let tls = tls::shared_client_config(&options.extra_root_certs)?;
     let allow_insecure = config.allow_insecure;
-    let client = http::LazyClient::new(tls.clone(), allow_insecure);
+    let client = genesys_keepalive_driver_common::http::LazyClient::new(
+        tls.clone(),
+        allow_insecure,
+        http::USER_AGENT,
+    );
     let ctx = Arc::new(socket::SocketContext {
         tls: futures_rustls::TlsConnector::from(tls),
         max_inbound_bytes: config.max_inbound_bytes,
@@ -266,17 +232,6 @@ pub async fn connect_with(
         Ok(Err(reason)) => Err(Error::Stopped(reason)),
         Err(_) => Err(Error::Gone),
     }
-}
-
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    h.write_u128(nanos);
-    h.finish()
 }
 
 struct Inner {

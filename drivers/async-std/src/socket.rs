@@ -5,51 +5,32 @@
 //! waits for the other.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use async_net::TcpStream;
-use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::tungstenite::Message;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_rustls::client::TlsStream;
 use futures_util::future::Either;
 use futures_util::StreamExt;
-use genesys_keepalive::{FrameId, Headers, SocketId};
+use genesys_keepalive::{Headers, SocketId};
+use genesys_keepalive_driver_common::http::error_chain;
+use genesys_keepalive_driver_common::socket::{
+    check_url, client_request, close_frame, handshake_error, ws_config, ws_error, HandshakeFailure,
+    ReadStep, Reader, WriterCmd,
+};
+use genesys_keepalive_driver_common::Input;
 use rustls_pki_types::ServerName;
-
-use crate::task::Input;
 
 /// Plain TCP (`ws://`, only with `allow_insecure`) or TLS over TCP (`wss://`).
 type Stream = Either<TcpStream, TlsStream<TcpStream>>;
 type Ws = WebSocketStream<Stream>;
-
-/// Initial read buffer per socket.
-const READ_BUFFER_BYTES: usize = 4096;
 
 /// What every socket needs: TLS, size limits, whether `ws://` is allowed.
 pub(crate) struct SocketContext {
     pub tls: futures_rustls::TlsConnector,
     pub max_inbound_bytes: usize,
     pub allow_insecure: bool,
-}
-
-/// A command for the socket's single writer.
-pub(crate) enum WriterCmd {
-    /// Write this text frame, then report it.
-    Frame { frame: FrameId, text: String },
-    /// Write a close frame.
-    Close { code: u16, reason: String },
-}
-
-/// Why a handshake failed.
-struct HandshakeFailure {
-    status: Option<u16>,
-    retry_after: Option<Duration>,
-    error: String,
 }
 
 /// Runs one socket from handshake to end, reporting everything on `tx`:
@@ -65,14 +46,7 @@ pub(crate) async fn run(
     let ws = match handshake(&ctx, &url, &headers).await {
         Ok(ws) => ws,
         Err(f) => {
-            let _ = tx
-                .send(Input::ConnectFailed {
-                    socket,
-                    status: f.status,
-                    retry_after: f.retry_after,
-                    error: f.error,
-                })
-                .await;
+            let _ = tx.send(f.into_input(socket)).await;
             return;
         }
     };
@@ -90,45 +64,21 @@ pub(crate) async fn run(
 
 /// Reads until the stream ends, reporting every data frame and finally `ReaderEnded`.
 async fn read_loop(socket: SocketId, mut stream: WebSocketReceiver<Stream>, tx: Sender<Input>) {
-    let mut close: Option<(u16, String)> = None;
-    let (code, reason) = loop {
-        let input = match stream.next().await {
-            Some(Ok(Message::Text(text))) => Input::Text(socket, text.as_str().to_owned()),
-            Some(Ok(Message::Binary(data))) => Input::Binary(socket, data.to_vec()),
-            Some(Ok(Message::Close(frame))) => {
-                // Keep reading: tungstenite answers the close and then ends the stream.
-                close = Some(match frame {
-                    Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),
-                    None => (1005, String::new()),
-                });
-                continue;
-            }
-            Some(Ok(_)) => continue, // ping (answered by tungstenite), pong, raw frame
-            Some(Err(e)) => match close.take() {
-                Some((code, reason)) => break (Some(code), reason),
-                None => break (None, ws_error(&e)),
-            },
-            None => match close.take() {
-                Some((code, reason)) => break (Some(code), reason),
-                None => {
-                    break (
-                        None,
-                        "the connection ended without a close frame".to_owned(),
-                    )
+    let mut reader = Reader::default();
+    loop {
+        match reader.step(socket, stream.next().await) {
+            ReadStep::Report(input) => {
+                if tx.send(input).await.is_err() {
+                    return;
                 }
-            },
-        };
-        if tx.send(input).await.is_err() {
-            return;
+            }
+            ReadStep::Continue => {}
+            ReadStep::End(input) => {
+                let _ = tx.send(input).await;
+                return;
+            }
         }
-    };
-    let _ = tx
-        .send(Input::ReaderEnded {
-            socket,
-            code,
-            reason,
-        })
-        .await;
+    }
 }
 
 /// The socket's only writer: one frame at a time, each reported once written (or failed).
@@ -158,10 +108,7 @@ async fn write_loop(
                 }
             }
             WriterCmd::Close { code, reason } => {
-                let frame = CloseFrame {
-                    code: code.into(),
-                    reason: reason.into(),
-                };
+                let frame = close_frame(code, reason);
                 // A failure here shows up on the read side (the stream ends); nothing to report.
                 let _ = sink.close(Some(frame)).await;
             }
@@ -174,29 +121,9 @@ async fn handshake(
     url: &str,
     headers: &Headers,
 ) -> Result<Ws, HandshakeFailure> {
-    let fail = |error: String| HandshakeFailure {
-        status: None,
-        retry_after: None,
-        error,
-    };
-    let secure = url.starts_with("wss://");
-    let allowed = secure || (ctx.allow_insecure && url.starts_with("ws://"));
-    if !allowed {
-        return Err(fail(format!(
-            "refusing to connect to `{url}`: not wss:// (set allow_insecure for a local gateway)"
-        )));
-    }
-    let mut request = url
-        .into_client_request()
-        .map_err(|e| fail(format!("bad WebSocket URL `{url}`: {e}")))?;
-    for (name, value) in headers.iter() {
-        // Never echo the value: it may be a bearer token.
-        let n = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| fail(format!("invalid handshake header name `{name}`")))?;
-        let v = HeaderValue::from_str(value)
-            .map_err(|_| fail(format!("invalid value for handshake header `{name}`")))?;
-        request.headers_mut().append(n, v);
-    }
+    let fail = HandshakeFailure::new;
+    let secure = check_url(url, ctx.allow_insecure)?;
+    let request = client_request(url, headers)?;
     let uri = request.uri();
     let host = uri
         .host()
@@ -214,7 +141,7 @@ async fn handshake(
         let tls = ctx.tls.connect(name, tcp).await.map_err(|e| {
             fail(format!(
                 "TLS handshake with {host}:{port} failed: {}",
-                crate::http::error_chain(&e)
+                error_chain(&e)
             ))
         })?;
         Either::Right(tls)
@@ -222,51 +149,24 @@ async fn handshake(
         Either::Left(tcp)
     };
 
-    // tungstenite's default 128 KiB read buffer is zero-filled up front: 128 KiB of RSS per socket.
-    // 4 KiB holds any keep-alive frame; larger messages grow it on demand.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .max_message_size(Some(ctx.max_inbound_bytes))
-        .max_frame_size(Some(ctx.max_inbound_bytes));
-    match async_tungstenite::client_async_with_config(request, stream, Some(config)).await {
-        Ok((ws, _response)) => Ok(ws),
-        Err(WsError::Http(response)) => {
-            let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(|s| Duration::from_secs_f64(s.min(86_400.0)));
-            let mut error = format!("handshake answered HTTP {status}");
-            if let Some(body) = response.body().as_deref().filter(|b| !b.is_empty()) {
-                let text = String::from_utf8_lossy(body);
-                let text: String = text.chars().take(200).collect();
-                error.push_str(": ");
-                error.push_str(text.trim());
-            }
-            Err(HandshakeFailure {
-                status: Some(status),
-                retry_after,
-                error,
-            })
-        }
-        Err(e) => Err(fail(ws_error(&e))),
-    }
-}
-
-fn ws_error(e: &WsError) -> String {
-    crate::http::error_chain(e)
+    async_tungstenite::client_async_with_config(
+        request,
+        stream,
+        Some(ws_config(ctx.max_inbound_bytes)),
+    )
+    .await
+    .map(|(ws, _response)| ws)
+    .map_err(handshake_error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use genesys_keepalive_driver_common::tls;
 
     fn ctx(allow_insecure: bool) -> SocketContext {
-        crate::tls::install_provider();
-        let tls = crate::tls::client_config(&[]).expect("TLS config");
+        tls::install_provider();
+        let tls = tls::client_config(&[]).expect("TLS config");
         SocketContext {
             tls: futures_rustls::TlsConnector::from(Arc::new(tls)),
             max_inbound_bytes: 1 << 20,

@@ -10,42 +10,18 @@ use async_channel::{Receiver, Sender};
 use futures_lite::future;
 use futures_util::future::AbortHandle;
 use genesys_keepalive::{
-    Action, Alert, AuditEntry, AuditEvent, Event, FrameId, KeepAliveMachine, Notification,
-    RequestId, SocketId, State, Stats, StopReason,
+    Action, Alert, AuditEntry, AuditEvent, Event, KeepAliveMachine, Notification, RequestId,
+    SocketId, State, Stats, StopReason,
 };
 
 use crate::rt::{self, Publisher, Spawner};
-use crate::socket::{self, SocketContext, WriterCmd};
+use genesys_keepalive_driver_common::http::LazyClient;
+use genesys_keepalive_driver_common::socket::WriterCmd;
+
+use crate::socket::{self, SocketContext};
 use crate::Report;
 
-/// Everything that reaches the machine task: reports from socket, writer and HTTP tasks, and requests from
-/// the [`Handle`](crate::Handle).
-pub(crate) enum Input {
-    Opened(SocketId),
-    ConnectFailed {
-        socket: SocketId,
-        status: Option<u16>,
-        retry_after: Option<Duration>,
-        error: String,
-    },
-    Text(SocketId, String),
-    Binary(SocketId, Vec<u8>),
-    Sent {
-        socket: SocketId,
-        frame: FrameId,
-        result: Result<(), String>,
-    },
-    ReaderEnded {
-        socket: SocketId,
-        code: Option<u16>,
-        reason: String,
-    },
-    LingerExpired(SocketId),
-    Http(RequestId, Event),
-    Subscribe(Vec<String>),
-    TokenExpired,
-    Shutdown,
-}
+pub(crate) use genesys_keepalive_driver_common::Input;
 
 /// How many failed attempts are remembered for answering a late `Close`.
 const MAX_FAILED: usize = 16;
@@ -83,7 +59,7 @@ pub(crate) struct Driver {
     sockets: HashMap<SocketId, SocketCtl>,
     http: HashMap<RequestId, AbortHandle>,
     ctx: Arc<SocketContext>,
-    client: crate::http::LazyClient,
+    client: LazyClient,
     spawner: Spawner,
     allow_insecure: bool,
     notifications: Option<Sender<Notification>>,
@@ -107,7 +83,7 @@ impl Driver {
         inputs: Receiver<Input>,
         input_tx: Sender<Input>,
         ctx: Arc<SocketContext>,
-        client: crate::http::LazyClient,
+        client: LazyClient,
         spawner: Spawner,
         out: Outlets,
     ) -> Self {

@@ -7,43 +7,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use genesys_keepalive::{
-    Action, Alert, AuditEntry, AuditEvent, Event, FrameId, KeepAliveMachine, Notification,
-    RequestId, SocketId, State, Stats, StopReason,
+    Action, Alert, AuditEntry, AuditEvent, Event, KeepAliveMachine, Notification, RequestId,
+    SocketId, State, Stats, StopReason,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
-use crate::socket::{self, SocketContext, WriterCmd};
+use genesys_keepalive_driver_common::http::{self, LazyClient};
+use genesys_keepalive_driver_common::socket::WriterCmd;
+
+use crate::socket::{self, SocketContext};
 use crate::Report;
 
-/// Everything that reaches the machine task: reports from socket, writer and HTTP tasks, and requests from
-/// the [`Handle`](crate::Handle).
-pub(crate) enum Input {
-    Opened(SocketId),
-    ConnectFailed {
-        socket: SocketId,
-        status: Option<u16>,
-        retry_after: Option<Duration>,
-        error: String,
-    },
-    Text(SocketId, String),
-    Binary(SocketId, Vec<u8>),
-    Sent {
-        socket: SocketId,
-        frame: FrameId,
-        result: Result<(), String>,
-    },
-    ReaderEnded {
-        socket: SocketId,
-        code: Option<u16>,
-        reason: String,
-    },
-    LingerExpired(SocketId),
-    Http(RequestId, Event),
-    Subscribe(Vec<String>),
-    TokenExpired,
-    Shutdown,
-}
+pub(crate) use genesys_keepalive_driver_common::Input;
 
 /// How many failed attempts are remembered for answering a late `Close`.
 const MAX_FAILED: usize = 16;
@@ -74,7 +50,7 @@ pub(crate) struct Driver {
     sockets: HashMap<SocketId, SocketCtl>,
     http: HashMap<RequestId, AbortHandle>,
     ctx: Arc<SocketContext>,
-    client: crate::http::LazyClient,
+    client: LazyClient,
     allow_insecure: bool,
     notifications: Option<mpsc::UnboundedSender<Notification>>,
     reports: broadcast::Sender<Report>,
@@ -97,7 +73,7 @@ impl Driver {
         inputs: mpsc::Receiver<Input>,
         input_tx: mpsc::Sender<Input>,
         ctx: Arc<SocketContext>,
-        client: crate::http::LazyClient,
+        client: LazyClient,
         out: Outlets,
     ) -> Self {
         let allow_insecure = machine.config().allow_insecure;
@@ -339,7 +315,7 @@ impl Driver {
                 let tx = self.input_tx.clone();
                 let insecure = self.allow_insecure;
                 let task = tokio::spawn(async move {
-                    let event = crate::http::perform(&client, insecure, request).await;
+                    let event = http::perform(&client, insecure, request).await;
                     let _ = tx.send(Input::Http(id, event)).await;
                 });
                 self.http.insert(id, task.abort_handle());

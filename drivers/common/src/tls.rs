@@ -9,13 +9,13 @@ use crate::Error;
 
 /// Installs aws-lc-rs as the process-wide rustls provider if none is installed yet, so that a second
 /// provider enabled somewhere in the dependency graph can never make rustls panic at the first handshake.
-pub(crate) fn install_provider() {
+pub fn install_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// The configuration for `extra` roots, built once per process and shared by every connection (the
 /// root store is the bulk of a connection's memory otherwise).
-pub(crate) fn shared_client_config(
+pub fn shared_client_config(
     extra: &[CertificateDer<'static>],
 ) -> Result<Arc<rustls::ClientConfig>, Error> {
     type Cache = Mutex<Vec<(Vec<CertificateDer<'static>>, Arc<rustls::ClientConfig>)>>;
@@ -31,9 +31,7 @@ pub(crate) fn shared_client_config(
 }
 
 /// The Mozilla roots (webpki-roots) plus `extra`, with the aws-lc-rs provider, TLS 1.2 and 1.3, no ALPN.
-pub(crate) fn client_config(
-    extra: &[CertificateDer<'static>],
-) -> Result<rustls::ClientConfig, Error> {
+pub fn client_config(extra: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for (i, cert) in extra.iter().enumerate() {

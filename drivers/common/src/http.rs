@@ -1,0 +1,177 @@
+//! The HTTP side: one function that performs the core's [`HttpRequest`] with reqwest and hands back
+//! [`Event::HttpResponse`] or [`Event::HttpFailed`]. No retry, no status interpretation: the core does that.
+//!
+//! [`perform`] needs a tokio context while it is polled (reqwest runs on tokio's reactor and timers): the
+//! tokio driver spawns it as is, the async-std driver wraps it in `async_compat::Compat`.
+
+use std::sync::Arc;
+
+use genesys_keepalive::{Event, Headers, HttpRequest, HttpResponse, Method};
+
+use crate::Error;
+
+/// A reqwest client on the shared rustls configuration, sending `user_agent`. Without `allow_insecure` it
+/// refuses `http://`.
+pub fn client(
+    tls: rustls::ClientConfig,
+    allow_insecure: bool,
+    user_agent: &'static str,
+) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .https_only(!allow_insecure)
+        .user_agent(user_agent)
+        .build()
+        .map_err(|e| Error::Tls(error_chain(&e)))
+}
+
+/// The reqwest client, built on the first request: a keepalive-frame connection without credentials never
+/// makes one, and each client costs memory (a connection pool, a resolver) per connection.
+pub struct LazyClient {
+    tls: Arc<rustls::ClientConfig>,
+    allow_insecure: bool,
+    user_agent: &'static str,
+    client: Option<reqwest::Client>,
+}
+
+impl LazyClient {
+    /// A client to be built on the shared `tls` configuration, sending `user_agent`.
+    pub fn new(
+        tls: Arc<rustls::ClientConfig>,
+        allow_insecure: bool,
+        user_agent: &'static str,
+    ) -> Self {
+        LazyClient {
+            tls,
+            allow_insecure,
+            user_agent,
+            client: None,
+        }
+    }
+
+    /// The client (a cheap clone of a shared one), built now if this is the first request.
+    pub fn get(&mut self) -> Result<reqwest::Client, String> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let c = client((*self.tls).clone(), self.allow_insecure, self.user_agent)
+            .map_err(|e| e.to_string())?;
+        self.client = Some(c.clone());
+        Ok(c)
+    }
+}
+
+/// Sends `req` and returns the event that reports its outcome. Needs a tokio context (see the module docs).
+pub async fn perform(client: &reqwest::Client, allow_insecure: bool, req: HttpRequest) -> Event {
+    let request = req.id;
+    let failed = |error: String| Event::HttpFailed { request, error };
+    let allowed =
+        req.url.starts_with("https://") || (allow_insecure && req.url.starts_with("http://"));
+    if !allowed {
+        return failed(format!(
+            "refusing `{}`: not https:// (set allow_insecure for a local gateway)",
+            req.url
+        ));
+    }
+    let method = match req.method {
+        Method::Get => reqwest::Method::GET,
+        Method::Head => reqwest::Method::HEAD,
+        Method::Post => reqwest::Method::POST,
+        Method::Put => reqwest::Method::PUT,
+    };
+    let mut builder = client.request(method, &req.url).timeout(req.timeout);
+    for (name, value) in req.headers.iter() {
+        builder = builder.header(name, value);
+    }
+    if let Some(body) = req.body {
+        builder = builder.body(body);
+    }
+    let response = match builder.send().await {
+        Ok(r) => r,
+        Err(e) => return failed(error_chain(&e)),
+    };
+    let status = response.status().as_u16();
+    let mut headers = Headers::new();
+    for (name, value) in response.headers() {
+        if let Ok(v) = value.to_str() {
+            headers.push(name.as_str(), v);
+        }
+    }
+    match response.bytes().await {
+        Ok(body) => Event::HttpResponse(HttpResponse {
+            request,
+            status,
+            headers,
+            body: body.to_vec(),
+        }),
+        Err(e) => failed(format!(
+            "reading the body of HTTP {status}: {}",
+            error_chain(&e)
+        )),
+    }
+}
+
+/// An error and its sources, `: `-separated (reqwest and rustls hide the cause in the source chain).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use genesys_keepalive::RequestId;
+    use std::time::Duration;
+
+    fn request(url: &str) -> HttpRequest {
+        HttpRequest {
+            id: RequestId(1),
+            method: Method::Post,
+            url: url.into(),
+            headers: Headers::new(),
+            body: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn test_client(allow_insecure: bool) -> reqwest::Client {
+        crate::tls::install_provider();
+        let tls = crate::tls::client_config(&[]).expect("TLS");
+        client(tls, allow_insecure, "test").expect("client")
+    }
+
+    #[tokio::test]
+    async fn http_is_refused_unless_insecure_is_allowed() {
+        let c = test_client(false);
+        match perform(&c, false, request("http://127.0.0.1:9/oauth/token")).await {
+            Event::HttpFailed { request, error } => {
+                assert_eq!(request, RequestId(1));
+                assert!(error.contains("refusing"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_http_failed() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let c = test_client(true);
+        let url = format!("http://127.0.0.1:{port}/oauth/token");
+        match perform(&c, true, request(&url)).await {
+            Event::HttpFailed { error, .. } => assert!(!error.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+}
