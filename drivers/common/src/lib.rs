@@ -11,6 +11,7 @@
 
 pub mod http;
 pub mod socket;
+pub mod task;
 pub mod tls;
 
 use std::time::{Duration, SystemTime};

@@ -164,13 +164,13 @@ pub async fn connect_with(
         ctx,
         client,
         task::Outlets {
-            notifications: notes_tx,
+            notifications: Some(notes_tx),
             reports: reports_tx,
             stats: stats_tx,
             state: state_tx,
             stopped: stopped_tx,
             finished: finished_tx,
-            ready: ready_tx,
+            ready: Some(ready_tx),
         },
     );
     tokio::spawn(driver.run(alive_rx));
