@@ -80,12 +80,11 @@ mod task;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
 
 use async_channel::{Receiver, Sender};
 use futures_core::Stream;
-use genesys_keepalive::{Config, KeepAliveMachine, Notification, State, Stats, StopReason};
-use genesys_keepalive_driver_common::{random_seed, tls};
+use genesys_keepalive::{Config, Notification, State, Stats, StopReason};
+use genesys_keepalive_driver_common::Setup;
 
 pub use genesys_keepalive;
 pub use genesys_keepalive_driver_common::{Error, Report};
@@ -163,22 +162,23 @@ pub async fn connect_with(
     config: Config,
     options: Options,
 ) -> Result<(Handle, Notifications), Error> {
-    tls::install_provider();
-    config.validate()?;
-    let tls = tls::shared_client_config(&options.extra_root_certs)?;
-    let allow_insecure = config.allow_insecure;
-    let client = genesys_keepalive_driver_common::http::LazyClient::new(
-        tls.clone(),
+    let Setup {
+        machine,
+        tls,
+        client,
+        max_inbound_bytes,
         allow_insecure,
+    } = genesys_keepalive_driver_common::setup(
+        config,
+        &options.extra_root_certs,
+        options.seed,
         http::USER_AGENT,
-    );
+    )?;
     let ctx = Arc::new(socket::SocketContext {
         tls: futures_rustls::TlsConnector::from(tls),
-        max_inbound_bytes: config.max_inbound_bytes,
+        max_inbound_bytes,
         allow_insecure,
     });
-    let seed = options.seed.unwrap_or_else(random_seed);
-    let machine = KeepAliveMachine::new(config, Instant::now(), SystemTime::now(), seed)?;
 
     let (input_tx, input_rx) = async_channel::bounded(INPUT_CAPACITY);
     let (notes_tx, notes_rx) = async_channel::unbounded();

@@ -9,15 +9,14 @@ use std::sync::Arc;
 use async_channel::{Receiver, Sender};
 use async_net::TcpStream;
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use async_tungstenite::{WebSocketSender, WebSocketStream};
 use futures_rustls::client::TlsStream;
 use futures_util::future::Either;
-use futures_util::StreamExt;
 use genesys_keepalive::{Headers, SocketId};
 use genesys_keepalive_driver_common::http::error_chain;
 use genesys_keepalive_driver_common::socket::{
-    check_url, client_request, close_frame, handshake_error, ws_config, ws_error, HandshakeFailure,
-    ReadStep, Reader, WriterCmd,
+    check_url, client_request, close_frame, handshake_error, read_loop, ws_config, ws_error,
+    HandshakeFailure, WriterCmd,
 };
 use genesys_keepalive_driver_common::Input;
 use rustls_pki_types::ServerName;
@@ -59,26 +58,10 @@ pub(crate) async fn run(
         write_loop(socket, sink, writes, tx.clone()).await;
         futures_lite::future::pending::<()>().await;
     };
-    futures_lite::future::or(read_loop(socket, stream, tx.clone()), writer).await;
-}
-
-/// Reads until the stream ends, reporting every data frame and finally `ReaderEnded`.
-async fn read_loop(socket: SocketId, mut stream: WebSocketReceiver<Stream>, tx: Sender<Input>) {
-    let mut reader = Reader::default();
-    loop {
-        match reader.step(socket, stream.next().await) {
-            ReadStep::Report(input) => {
-                if tx.send(input).await.is_err() {
-                    return;
-                }
-            }
-            ReadStep::Continue => {}
-            ReadStep::End(input) => {
-                let _ = tx.send(input).await;
-                return;
-            }
-        }
-    }
+    let reader = read_loop(socket, stream, |input| async {
+        tx.send(input).await.is_ok()
+    });
+    futures_lite::future::or(reader, writer).await;
 }
 
 /// The socket's only writer: one frame at a time, each reported once written (or failed).

@@ -14,10 +14,12 @@ pub mod socket;
 pub mod task;
 pub mod tls;
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use genesys_keepalive::{
-    Alert, AuditEntry, ConfigError, Event, FrameId, RequestId, SocketId, State, StopReason,
+    Alert, AuditEntry, Config, ConfigError, Event, FrameId, KeepAliveMachine, RequestId, SocketId,
+    State, StopReason,
 };
 
 pub use rustls_pki_types::CertificateDer;
@@ -107,6 +109,46 @@ pub enum Input {
     TokenExpired,
     /// `Handle::shutdown`.
     Shutdown,
+}
+
+/// What `connect` starts from, whatever the runtime: the machine, the rustls configuration and the (not
+/// yet built) HTTP client.
+pub struct Setup {
+    /// The machine, created now.
+    pub machine: KeepAliveMachine,
+    /// The shared rustls configuration, for the sockets.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The HTTP client, built on the first request.
+    pub client: http::LazyClient,
+    /// The configuration's inbound size limit, for the sockets.
+    pub max_inbound_bytes: usize,
+    /// Whether `ws://` and `http://` are allowed.
+    pub allow_insecure: bool,
+}
+
+/// Installs the TLS provider, validates `config`, builds (or reuses) the rustls configuration with
+/// `extra_root_certs`, and creates the machine with `seed` (drawn by [`random_seed`] if `None`).
+pub fn setup(
+    config: Config,
+    extra_root_certs: &[CertificateDer<'static>],
+    seed: Option<u64>,
+    user_agent: &'static str,
+) -> Result<Setup, Error> {
+    tls::install_provider();
+    config.validate()?;
+    let tls = tls::shared_client_config(extra_root_certs)?;
+    let allow_insecure = config.allow_insecure;
+    let client = http::LazyClient::new(tls.clone(), allow_insecure, user_agent);
+    let max_inbound_bytes = config.max_inbound_bytes;
+    let seed = seed.unwrap_or_else(random_seed);
+    let machine = KeepAliveMachine::new(config, Instant::now(), SystemTime::now(), seed)?;
+    Ok(Setup {
+        machine,
+        tls,
+        client,
+        max_inbound_bytes,
+        allow_insecure,
+    })
 }
 
 /// A seed for the machine's PRNG when the caller gave none: from the OS-seeded hasher and the clock.

@@ -2,7 +2,11 @@
 //! configuration, turning a refused handshake into status / `Retry-After` / error, and turning what the read
 //! half yields into the machine task's [`Input`]s. TCP, TLS and the tasks themselves are the drivers'.
 
+use std::future::Future;
 use std::time::Duration;
+
+use futures_core::Stream;
+use futures_util::StreamExt;
 
 use genesys_keepalive::{FrameId, Headers, SocketId};
 use tungstenite::client::IntoClientRequest;
@@ -161,9 +165,34 @@ pub fn close_frame(code: u16, reason: String) -> CloseFrame {
     }
 }
 
+/// Reads `stream` (a socket's read half) until it ends, reporting every data frame with `send` and finally
+/// `ReaderEnded`. Stops early if `send` returns false (the machine task is gone). Polling the read half all
+/// the time is what lets tungstenite flush its automatic pongs and close replies.
+pub async fn read_loop<S, F, Fut>(socket: SocketId, mut stream: S, mut send: F)
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+    F: FnMut(Input) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut reader = Reader::default();
+    loop {
+        match reader.step(socket, stream.next().await) {
+            ReadStep::Report(input) => {
+                if !send(input).await {
+                    return;
+                }
+            }
+            ReadStep::Continue => {}
+            ReadStep::End(input) => {
+                send(input).await;
+                return;
+            }
+        }
+    }
+}
+
 /// What the reader does with one item of the read half.
-#[derive(Debug)]
-pub enum ReadStep {
+enum ReadStep {
     /// Report this input and keep reading.
     Report(Input),
     /// Keep reading.
@@ -174,14 +203,14 @@ pub enum ReadStep {
 
 /// The reader's state: the close frame the peer sent, if any (tungstenite answers it and then ends the
 /// stream, which is when the socket's end is reported).
-#[derive(Debug, Default)]
-pub struct Reader {
+#[derive(Default)]
+struct Reader {
     close: Option<(u16, String)>,
 }
 
 impl Reader {
     /// What to do with `item`, the read half's next item (`None`: the stream ended).
-    pub fn step(&mut self, socket: SocketId, item: Option<Result<Message, WsError>>) -> ReadStep {
+    fn step(&mut self, socket: SocketId, item: Option<Result<Message, WsError>>) -> ReadStep {
         let (code, reason) = match item {
             Some(Ok(Message::Text(text))) => {
                 return ReadStep::Report(Input::Text(socket, text.as_str().to_owned()))

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use futures_util::{SinkExt, StreamExt};
 use genesys_keepalive::{Headers, SocketId};
 use genesys_keepalive_driver_common::socket::{
-    check_url, client_request, close_frame, handshake_error, ws_config, ws_error, HandshakeFailure,
-    ReadStep, Reader, WriterCmd,
+    check_url, client_request, close_frame, handshake_error, read_loop, ws_config, ws_error,
+    HandshakeFailure, WriterCmd,
 };
 use genesys_keepalive_driver_common::Input;
 use tokio::net::TcpStream;
@@ -56,23 +56,13 @@ pub(crate) async fn run(
     if tx.send(Input::Opened(socket)).await.is_err() {
         return;
     }
-    let (sink, mut stream) = ws.split();
+    let (sink, stream) = ws.split();
     let _writer = AbortOnDrop(tokio::spawn(write_loop(socket, sink, writes, tx.clone())));
-    let mut reader = Reader::default();
-    loop {
-        match reader.step(socket, stream.next().await) {
-            ReadStep::Report(input) => {
-                if tx.send(input).await.is_err() {
-                    return;
-                }
-            }
-            ReadStep::Continue => {}
-            ReadStep::End(input) => {
-                let _ = tx.send(input).await;
-                return;
-            }
-        }
-    }
+    let tx = &tx;
+    read_loop(socket, stream, |input| async move {
+        tx.send(input).await.is_ok()
+    })
+    .await;
 }
 
 /// The socket's only writer: one frame at a time, each reported once written (or failed).
