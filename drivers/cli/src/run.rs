@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use genesys_keepalive::{Config, StopReason};
+use genesys_keepalive::{Config, State, Stats, StopReason};
+use genesys_keepalive_driver_common::Error;
 use rustls_pki_types::CertificateDer;
 
 use crate::failure::Failure;
@@ -59,6 +60,28 @@ pub fn main(args: RunArgs) -> Result<u8, Failure> {
     }
 }
 
+/// What a failed `connect` means for the run (the same for both drivers, whose `Error` is one type).
+fn connect_failed(e: Error) -> Result<Outcome, Failure> {
+    match e {
+        Error::Stopped(reason) => Ok(Outcome::Stopped(reason)),
+        Error::Config(e) => Err(Failure::config(format!(
+            "{e}. Fix the flags, the --config file or the environment"
+        ))),
+        Error::Tls(e) => Err(Failure::config(format!(
+            "TLS setup failed: {e}; check --ca-cert"
+        ))),
+        e => Err(Failure::internal(e.to_string())),
+    }
+}
+
+/// The final stats line of a run interrupted before the first socket opened.
+fn stopped_stats() -> Stats {
+    Stats {
+        state: State::Stopped,
+        ..Stats::default()
+    }
+}
+
 fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
     use rustls_pki_types::pem::PemObject;
     let bad = |e: &dyn std::fmt::Display| {
@@ -82,12 +105,12 @@ mod async_std_driver;
 mod tokio_driver {
     use std::time::Duration;
 
-    use genesys_keepalive::{Config, State, Stats};
-    use genesys_keepalive_tokio::{Error, Options, Report};
+    use genesys_keepalive::Config;
+    use genesys_keepalive_tokio::{Options, Report};
     use tokio::sync::broadcast::{self, error::RecvError};
     use tokio::time::{Instant, Interval};
 
-    use super::{Outcome, RunOptions};
+    use super::{connect_failed, stopped_stats, Outcome, RunOptions};
     use crate::failure::Failure;
     use crate::output;
     use crate::signals::Shutdown;
@@ -142,13 +165,6 @@ mod tokio_driver {
         }
     }
 
-    fn stopped_stats() -> Stats {
-        Stats {
-            state: State::Stopped,
-            ..Stats::default()
-        }
-    }
-
     async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
         let mut signals = Shutdown::install()
             .map_err(|e| Failure::internal(format!("cannot install signal handlers: {e}")))?;
@@ -164,14 +180,7 @@ mod tokio_driver {
         let (handle, mut notifications) = tokio::select! {
             r = &mut connect => match r {
                 Ok(v) => v,
-                Err(Error::Stopped(reason)) => return Ok(Outcome::Stopped(reason)),
-                Err(Error::Config(e)) => {
-                    return Err(Failure::config(format!("{e}. Fix the flags, the --config file or the environment")))
-                }
-                Err(Error::Tls(e)) => {
-                    return Err(Failure::config(format!("TLS setup failed: {e}; check --ca-cert")))
-                }
-                Err(e) => return Err(Failure::internal(e.to_string())),
+                Err(e) => return connect_failed(e),
             },
             sig = signals.recv() => {
                 tracing::info!("{sig} while connecting: stopping");

@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, StreamExt};
-use genesys_keepalive::{Config, Notification, State, Stats};
-use genesys_keepalive_async_std::{Error, Options, RecvError, Report, Reports};
+use genesys_keepalive::{Config, Notification};
+use genesys_keepalive_async_std::{Options, RecvError, Report, Reports};
 
-use super::{Outcome, RunOptions};
+use super::{connect_failed, stopped_stats, Outcome, RunOptions};
 use crate::failure::Failure;
 use crate::output;
 
@@ -86,13 +86,6 @@ async fn tick(next: &mut Option<Instant>, every: Option<Duration>) {
     }
 }
 
-fn stopped_stats() -> Stats {
-    Stats {
-        state: State::Stopped,
-        ..Stats::default()
-    }
-}
-
 /// What woke the session loop.
 enum Wake {
     Signal(&'static str),
@@ -115,18 +108,7 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
     let (handle, mut notifications) =
         match future::or(connect, async { Err(signals.recv().await) }).await {
             Ok(Ok(v)) => v,
-            Ok(Err(Error::Stopped(reason))) => return Ok(Outcome::Stopped(reason)),
-            Ok(Err(Error::Config(e))) => {
-                return Err(Failure::config(format!(
-                    "{e}. Fix the flags, the --config file or the environment"
-                )))
-            }
-            Ok(Err(Error::Tls(e))) => {
-                return Err(Failure::config(format!(
-                    "TLS setup failed: {e}; check --ca-cert"
-                )))
-            }
-            Ok(Err(e)) => return Err(Failure::internal(e.to_string())),
+            Ok(Err(e)) => return connect_failed(e),
             Err(sig) => {
                 tracing::info!("{sig} while connecting: stopping");
                 // Dropping the connect future shuts the task down gracefully.
