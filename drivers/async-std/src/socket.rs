@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use async_channel::{Receiver, Sender};
 use async_net::TcpStream;
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketSender, WebSocketStream};
 use futures_rustls::client::TlsStream;
 use futures_util::future::Either;
 use genesys_keepalive::{Headers, SocketId};
 use genesys_keepalive_driver_common::http::error_chain;
 use genesys_keepalive_driver_common::socket::{
-    check_url, client_request, close_frame, handshake_error, read_loop, ws_config, ws_error,
+    check_url, client_request, handshake_error, read_loop, write_loop, ws_config, FrameSink,
     HandshakeFailure, WriterCmd,
 };
 use genesys_keepalive_driver_common::Input;
@@ -55,7 +55,11 @@ pub(crate) async fn run(
     let (sink, stream) = ws.split();
     // The writer never ends the socket: once its channel closes it waits, and the reader decides.
     let writer = async {
-        write_loop(socket, sink, writes, tx.clone()).await;
+        let tx = &tx;
+        write_loop(socket, Sink(sink), writes, |input| async move {
+            tx.send(input).await.is_ok()
+        })
+        .await;
         futures_lite::future::pending::<()>().await;
     };
     let reader = read_loop(socket, stream, |input| async {
@@ -64,38 +68,12 @@ pub(crate) async fn run(
     futures_lite::future::or(reader, writer).await;
 }
 
-/// The socket's only writer: one frame at a time, each reported once written (or failed).
-async fn write_loop(
-    socket: SocketId,
-    mut sink: WebSocketSender<Stream>,
-    writes: Receiver<WriterCmd>,
-    tx: Sender<Input>,
-) {
-    while let Ok(cmd) = writes.recv().await {
-        match cmd {
-            WriterCmd::Frame { frame, text } => {
-                let result = sink
-                    .send(Message::text(text))
-                    .await
-                    .map_err(|e| ws_error(&e));
-                if tx
-                    .send(Input::Sent {
-                        socket,
-                        frame,
-                        result,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            WriterCmd::Close { code, reason } => {
-                let frame = close_frame(code, reason);
-                // A failure here shows up on the read side (the stream ends); nothing to report.
-                let _ = sink.close(Some(frame)).await;
-            }
-        }
+/// The write half, for the shared [`write_loop`].
+struct Sink(WebSocketSender<Stream>);
+
+impl FrameSink for Sink {
+    async fn send_message(&mut self, message: Message) -> Result<(), WsError> {
+        self.0.send(message).await
     }
 }
 

@@ -158,7 +158,7 @@ pub fn ws_error(e: &WsError) -> String {
 }
 
 /// The close frame the writer sends.
-pub fn close_frame(code: u16, reason: String) -> CloseFrame {
+fn close_frame(code: u16, reason: String) -> CloseFrame {
     CloseFrame {
         code: code.into(),
         reason: reason.into(),
@@ -186,6 +186,52 @@ where
             ReadStep::End(input) => {
                 send(input).await;
                 return;
+            }
+        }
+    }
+}
+
+/// A socket's write half, as [`write_loop`] uses it (a driver wraps its sink in a newtype).
+pub trait FrameSink {
+    /// Writes one message.
+    fn send_message(
+        &mut self,
+        message: Message,
+    ) -> impl Future<Output = Result<(), WsError>> + Send;
+}
+
+/// The socket's only writer: takes `cmds` one at a time until they end, writes each frame and reports it
+/// with `send` (stopping if that returns false), and writes close frames without reporting them (a failure
+/// there shows up on the read side, when the stream ends).
+pub async fn write_loop<W, C, F, Fut>(socket: SocketId, mut sink: W, cmds: C, mut send: F)
+where
+    W: FrameSink,
+    C: Stream<Item = WriterCmd>,
+    F: FnMut(Input) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut cmds = std::pin::pin!(cmds);
+    while let Some(cmd) = cmds.next().await {
+        match cmd {
+            WriterCmd::Frame { frame, text } => {
+                let result = sink
+                    .send_message(Message::text(text))
+                    .await
+                    .map_err(|e| ws_error(&e));
+                if !send(Input::Sent {
+                    socket,
+                    frame,
+                    result,
+                })
+                .await
+                {
+                    return;
+                }
+            }
+            WriterCmd::Close { code, reason } => {
+                let _ = sink
+                    .send_message(Message::Close(Some(close_frame(code, reason))))
+                    .await;
             }
         }
     }

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use futures_util::{SinkExt, StreamExt};
 use genesys_keepalive::{Headers, SocketId};
 use genesys_keepalive_driver_common::socket::{
-    check_url, client_request, close_frame, handshake_error, read_loop, ws_config, ws_error,
+    check_url, client_request, handshake_error, read_loop, write_loop, ws_config, FrameSink,
     HandshakeFailure, WriterCmd,
 };
 use genesys_keepalive_driver_common::Input;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -57,7 +57,7 @@ pub(crate) async fn run(
         return;
     }
     let (sink, stream) = ws.split();
-    let _writer = AbortOnDrop(tokio::spawn(write_loop(socket, sink, writes, tx.clone())));
+    let _writer = AbortOnDrop(tokio::spawn(writer(socket, Sink(sink), writes, tx.clone())));
     let tx = &tx;
     read_loop(socket, stream, |input| async move {
         tx.send(input).await.is_ok()
@@ -65,40 +65,28 @@ pub(crate) async fn run(
     .await;
 }
 
+/// The write half, for the shared [`write_loop`].
+struct Sink(futures_util::stream::SplitSink<Ws, Message>);
+
+impl FrameSink for Sink {
+    async fn send_message(&mut self, message: Message) -> Result<(), WsError> {
+        self.0.send(message).await
+    }
+}
+
 /// The socket's only writer: one frame at a time, each reported once written (or failed).
-async fn write_loop(
+async fn writer(
     socket: SocketId,
-    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    sink: Sink,
     mut writes: mpsc::UnboundedReceiver<WriterCmd>,
     tx: mpsc::Sender<Input>,
 ) {
-    while let Some(cmd) = writes.recv().await {
-        match cmd {
-            WriterCmd::Frame { frame, text } => {
-                let result = sink
-                    .send(Message::text(text))
-                    .await
-                    .map_err(|e| ws_error(&e));
-                if tx
-                    .send(Input::Sent {
-                        socket,
-                        frame,
-                        result,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            WriterCmd::Close { code, reason } => {
-                // A failure here shows up on the read side (the stream ends); nothing to report.
-                let _ = sink
-                    .send(Message::Close(Some(close_frame(code, reason))))
-                    .await;
-            }
-        }
-    }
+    let cmds = futures_util::stream::poll_fn(move |cx| writes.poll_recv(cx));
+    let tx = &tx;
+    write_loop(socket, sink, cmds, |input| async move {
+        tx.send(input).await.is_ok()
+    })
+    .await;
 }
 
 async fn handshake(
