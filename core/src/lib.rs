@@ -54,6 +54,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+#[cfg(feature = "check")]
 pub mod check;
 pub mod config;
 pub mod event;
