@@ -125,8 +125,23 @@ pub(crate) fn basic_auth(client_id: &str, secret: &Secret) -> String {
 
 /// `Retry-After` in seconds (an HTTP date is not honoured; the default applies then).
 pub(crate) fn retry_after(headers: &Headers) -> Option<Duration> {
-    let v = headers.get("retry-after")?.trim();
-    let secs: f64 = v.parse().ok()?;
+    parse_retry_after(headers.get("retry-after")?)
+}
+
+/// A `Retry-After` value in seconds (fractions allowed, capped at a day); `None` for anything else (an
+/// HTTP date, garbage, a negative number). Drivers use it for a refused WebSocket handshake, so that
+/// REST and handshakes read the header the same way.
+///
+/// ```
+/// use std::time::Duration;
+/// use genesys_keepalive::http::parse_retry_after;
+/// assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+/// assert_eq!(parse_retry_after("1.5"), Some(Duration::from_millis(1500)));
+/// assert_eq!(parse_retry_after("999999"), Some(Duration::from_secs(86_400)));
+/// assert_eq!(parse_retry_after("NaN"), None);
+/// ```
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
     if secs.is_finite() && secs >= 0.0 {
         Some(Duration::from_secs_f64(secs.min(86_400.0)))
     } else {

@@ -127,7 +127,7 @@ fn refusal(response: &Response) -> HandshakeFailure {
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(retry_after);
+        .and_then(genesys_keepalive::http::parse_retry_after);
     let mut error = format!("handshake answered HTTP {status}");
     if let Some(body) = response.body().as_deref().filter(|b| !b.is_empty()) {
         let text = String::from_utf8_lossy(body);
@@ -139,16 +139,6 @@ fn refusal(response: &Response) -> HandshakeFailure {
         status: Some(status),
         retry_after,
         error,
-    }
-}
-
-/// A `Retry-After` value in seconds (capped at a day; an HTTP date or garbage gives `None`).
-pub fn retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
-    if secs.is_finite() && secs >= 0.0 {
-        Some(Duration::from_secs_f64(secs.min(86_400.0)))
-    } else {
-        None
     }
 }
 
@@ -315,16 +305,6 @@ mod tests {
         let f = client_request("ws://127.0.0.1:9/x", &h).expect_err("refused");
         assert!(f.error.contains("Authorization"), "{}", f.error);
         assert!(!f.error.contains("SECRET"), "{}", f.error);
-    }
-
-    #[test]
-    fn retry_after_parses_seconds_and_ignores_garbage() {
-        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(retry_after("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(retry_after("999999"), Some(Duration::from_secs(86_400)));
-        assert_eq!(retry_after("soon"), None);
-        assert_eq!(retry_after("-3"), None);
-        assert_eq!(retry_after("NaN"), None);
     }
 
     #[test]
