@@ -92,13 +92,20 @@ impl LatencyWindow {
 
     /// The `p`-th percentile (0-100) RTT in ms, nearest rank (0 with no samples).
     pub fn percentile_ms(&self, p: f64) -> f64 {
+        self.percentiles_ms([p])[0]
+    }
+
+    /// Several percentiles (0-100) in ms from one sorted copy of the window (0 with no samples).
+    pub fn percentiles_ms<const N: usize>(&self, ps: [f64; N]) -> [f64; N] {
         if self.rtts_us.is_empty() {
-            return 0.0;
+            return [0.0; N];
         }
         let mut v: Vec<u64> = self.rtts_us.iter().copied().collect();
         v.sort_unstable();
-        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        v[rank.clamp(1, v.len()) - 1] as f64 / 1000.0
+        ps.map(|p| {
+            let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+            v[rank.clamp(1, v.len()) - 1] as f64 / 1000.0
+        })
     }
 
     /// Forgets everything (a new connection).

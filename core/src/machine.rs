@@ -363,9 +363,8 @@ impl KeepAliveMachine {
         let mut s = self.stats.clone();
         s.state = self.state;
         s.avg_latency_ms = self.latency.avg_ms();
-        s.rtt_p50_ms = self.latency.percentile_ms(50.0);
-        s.rtt_p95_ms = self.latency.percentile_ms(95.0);
-        s.rtt_p99_ms = self.latency.percentile_ms(99.0);
+        [s.rtt_p50_ms, s.rtt_p95_ms, s.rtt_p99_ms] =
+            self.latency.percentiles_ms([50.0, 95.0, 99.0]);
         s.packet_loss = self.latency.loss();
         s.rtt_samples = self.latency.samples();
         s.uptime_ms = self

@@ -6,28 +6,28 @@ use std::time::Instant;
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Timer {
-    /// Send the next heartbeat.
-    Heartbeat,
-    /// The oldest outstanding heartbeat counts as lost.
-    AckTimeout,
     /// No inbound frame for `max_idle`: the peer is dead.
     Idle,
-    /// Start the next connection attempt.
-    Reconnect,
+    /// The oldest outstanding heartbeat counts as lost.
+    AckTimeout,
     /// The socket has not opened in time.
     ConnectTimeout,
-    /// Refresh the access token before it expires.
-    TokenRefresh,
-    /// Retry a throttled or failed REST call.
-    HttpRetry,
     /// The outstanding REST call has had no answer in time.
     HttpTimeout,
-    /// The connection has been healthy for `min_uptime`: reset the attempt counter.
-    MinUptime,
-    /// Resubscribe before the channel expires.
-    Resubscribe,
     /// A planned-close rollover must be finished: close the old socket now.
     RolloverDeadline,
+    /// Refresh the access token before it expires.
+    TokenRefresh,
+    /// The connection has been healthy for `min_uptime`: reset the attempt counter.
+    MinUptime,
+    /// Start the next connection attempt.
+    Reconnect,
+    /// Retry a throttled or failed REST call.
+    HttpRetry,
+    /// Resubscribe before the channel expires.
+    Resubscribe,
+    /// Send the next heartbeat.
+    Heartbeat,
 }
 
 impl Timer {
@@ -46,8 +46,9 @@ impl Timer {
         Timer::Heartbeat,
     ];
 
+    /// The timer's slot: its declaration order, which is the order of [`Timer::ALL`].
     fn index(self) -> usize {
-        Timer::ALL.iter().position(|t| *t == self).unwrap_or(0)
+        self as usize
     }
 }
 
@@ -108,6 +109,13 @@ impl TimerTable {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn slots_follow_the_table_order() {
+        for (i, t) in Timer::ALL.iter().enumerate() {
+            assert_eq!(t.index(), i, "{t:?}");
+        }
+    }
 
     #[test]
     fn pops_earliest_first_and_only_due() {
