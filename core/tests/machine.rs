@@ -88,3 +88,36 @@ fn a_channel_is_extended_before_the_expiry_the_server_gave() {
         "{at:?}"
     );
 }
+
+#[test]
+fn after_stop_leftovers_are_expected_and_strangers_are_counted() {
+    let mut h = H::new(notifications_config());
+    let s = h.establish_notifications();
+    h.advance(Duration::from_secs(20)); // a heartbeat in flight, then shut down
+    h.feed(Event::Shutdown);
+    let before = h.log.len();
+    h.frame(s, PONG);
+    h.feed(Event::SendCompleted {
+        socket: s,
+        frame: genesys_keepalive::FrameId(99),
+    });
+    h.feed(Event::HttpFailed {
+        request: genesys_keepalive::RequestId(3),
+        error: "aborted".into(),
+    });
+    h.feed(Event::Closed {
+        socket: s,
+        code: Some(1000),
+        reason: "bye".into(),
+    });
+    assert_eq!(h.m.stats().unexpected_events, 0);
+    assert_eq!(h.log.len(), before, "nothing follows Stopped");
+    h.feed(Event::Opened {
+        socket: genesys_keepalive::SocketId(77),
+    });
+    h.feed(Event::FrameReceived {
+        socket: s,
+        text: PONG.into(),
+    }); // its close is done: now a stranger
+    assert_eq!(h.m.stats().unexpected_events, 2);
+}

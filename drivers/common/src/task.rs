@@ -151,11 +151,8 @@ impl<R: Runtime, O: Outlets> Core<R, O> {
         self.out.finished();
     }
 
-    /// Hands one event to the machine, unless it has stopped (then only socket ends still matter to it).
+    /// Hands one event to the machine (after it has stopped too: it knows which reports are leftovers).
     fn feed(&mut self, event: Event) {
-        if self.machine.is_stopped() && !matches!(event, Event::Closed { .. }) {
-            return;
-        }
         self.machine.handle(Instant::now(), event);
         // Publish before performing the actions, so that whoever sees an action's effect (a notification, a
         // stop, `connect` resolving) also sees stats at least that new.
