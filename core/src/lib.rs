@@ -59,6 +59,7 @@ pub mod check;
 pub mod config;
 pub mod event;
 pub mod frames;
+pub mod histogram;
 pub mod http;
 pub mod latency;
 pub mod machine;
@@ -77,6 +78,7 @@ pub use event::{
     Action, Alert, AlertEvent, AlertMetrics, AuditEntry, AuditEvent, Event, FrameId, Notification,
     RequestId, SocketId, StopReason,
 };
+pub use histogram::Histogram;
 pub use http::{Headers, HttpRequest, HttpResponse, Method};
 pub use machine::{KeepAliveMachine, State};
 pub use region::{Region, UnknownRegion, REGIONS};

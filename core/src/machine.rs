@@ -476,9 +476,15 @@ impl KeepAliveMachine {
     fn fire_timers(&mut self) {
         // Bounded: each pass clears the timer it fires; a handler may re-arm a timer in the future only.
         for _ in 0..64 {
-            let Some(timer) = self.timers.pop_due(self.now) else {
+            let Some((timer, deadline)) = self.timers.pop_due(self.now) else {
                 return;
             };
+            if timer == Timer::Heartbeat {
+                // How late the schedule ran: the driver's wake-up and this call's own delay.
+                self.stats
+                    .heartbeat_lateness
+                    .record(self.now.saturating_duration_since(deadline));
+            }
             self.on_timer(timer);
             if self.is_stopped() {
                 return;
@@ -1350,6 +1356,7 @@ impl KeepAliveMachine {
         }
         self.stats.heartbeats_acked += implicit + 1;
         self.latency.record_rtt(rtt);
+        self.stats.rtt_histogram.record(rtt);
         if first_ack && matches!(self.state, State::Connecting | State::Reconnecting) {
             self.set_state(State::Stable);
         }

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::histogram::Histogram;
 use crate::machine::State;
 
 /// Everything the machine has counted. Every input that was wrong or made no sense has a counter here.
@@ -79,4 +80,9 @@ pub struct Stats {
     pub rtt_samples: usize,
     /// Milliseconds the current socket has been open (0 when none).
     pub uptime_ms: u64,
+    /// Every RTT measured since start, over all sockets (the window above covers the current one only).
+    pub rtt_histogram: Histogram,
+    /// How late each heartbeat's timer fired against its schedule (the `handle` call's `now` minus the
+    /// deadline): the driver's timer and scheduling delay.
+    pub heartbeat_lateness: Histogram,
 }

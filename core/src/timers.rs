@@ -84,8 +84,8 @@ impl TimerTable {
         self.deadlines.iter().flatten().min().copied()
     }
 
-    /// The earliest timer due at `now`, cleared from the table.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+    /// The earliest timer due at `now` and its deadline, cleared from the table.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Timer, Instant)> {
         let mut best: Option<(usize, Instant)> = None;
         for (i, d) in self.deadlines.iter().enumerate() {
             if let Some(d) = *d {
@@ -94,9 +94,9 @@ impl TimerTable {
                 }
             }
         }
-        let (i, _) = best?;
+        let (i, d) = best?;
         self.deadlines[i] = None;
-        Some(Timer::ALL[i])
+        Some((Timer::ALL[i], d))
     }
 
     /// Clears every deadline.
@@ -126,8 +126,14 @@ mod tests {
         t.set(Timer::Reconnect, t0 + Duration::from_secs(9));
         assert_eq!(t.next(), Some(t0 + Duration::from_secs(1)));
         let now = t0 + Duration::from_secs(3);
-        assert_eq!(t.pop_due(now), Some(Timer::Idle));
-        assert_eq!(t.pop_due(now), Some(Timer::Heartbeat));
+        assert_eq!(
+            t.pop_due(now),
+            Some((Timer::Idle, t0 + Duration::from_secs(1)))
+        );
+        assert_eq!(
+            t.pop_due(now),
+            Some((Timer::Heartbeat, t0 + Duration::from_secs(2)))
+        );
         assert_eq!(t.pop_due(now), None);
         assert!(t.is_set(Timer::Reconnect));
     }
