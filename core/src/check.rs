@@ -121,6 +121,8 @@ enum Phase {
 struct Sock {
     phase: Phase,
     machine_closed: bool,
+    /// The machine emitted `Discard`: it has let go of the socket.
+    discarded: bool,
     last_heartbeat: Option<Instant>,
     in_flight: Option<FrameId>,
     /// Opened, last inbound frame (for the idle deadline).
@@ -132,6 +134,11 @@ struct Sock {
 impl Sock {
     fn live(&self) -> bool {
         !self.machine_closed && self.phase != Phase::Done
+    }
+
+    /// Closed by the machine and still waiting for its end (within the machine's linger deadline).
+    fn lingering(&self) -> bool {
+        self.machine_closed && !self.discarded && self.phase != Phase::Done
     }
 }
 
@@ -427,13 +434,32 @@ impl Checker {
 
     /// Feeds one action, as drained.
     pub fn action(&mut self, action: &Action) -> Result<(), Violation> {
-        if self.stopped {
+        if self.stopped && !matches!(action, Action::Discard { .. }) {
             return self.fail(
                 Invariant::AfterStopped,
                 format!("action after Stopped: {action:?}"),
             );
         }
         match action {
+            Action::Discard { socket } => {
+                let Some(s) = self.sockets.get_mut(socket) else {
+                    return self.fail(
+                        Invariant::SocketLifecycle,
+                        format!("Discard {socket}, which was never connected"),
+                    );
+                };
+                let (closed, discarded) = (s.machine_closed, s.discarded);
+                s.discarded = true;
+                s.in_flight = None;
+                if !closed || discarded {
+                    return self.fail(
+                        Invariant::SocketLifecycle,
+                        format!(
+                            "Discard {socket} (closed by the machine: {closed}, already discarded: {discarded})"
+                        ),
+                    );
+                }
+            }
             Action::Connect {
                 socket, headers, ..
             } => {
@@ -470,6 +496,7 @@ impl Checker {
                     Sock {
                         phase: Phase::Pending,
                         machine_closed: false,
+                        discarded: false,
                         last_heartbeat: None,
                         in_flight: None,
                         last_inbound: now,
@@ -730,11 +757,22 @@ impl Checker {
                     "the machine is stopped but emitted no Stopped",
                 );
             }
-            if deadline.is_some() {
+            let lingering = self.sockets.iter().find(|(_, s)| s.lingering());
+            if deadline.is_some() && lingering.is_none() {
                 return self.fail(
                     Invariant::AfterStopped,
-                    "a stopped machine still has a deadline",
+                    "a stopped machine still has a deadline but no socket left to close",
                 );
+            }
+            if let Some((id, _)) = lingering {
+                if deadline.is_none() || machine.is_finished() {
+                    return self.fail(
+                        Invariant::SocketLifecycle,
+                        format!(
+                            "stopped, {id} still closing, but no linger deadline to discard it"
+                        ),
+                    );
+                }
             }
             if let Some((id, _)) = self.sockets.iter().find(|(_, s)| s.live()) {
                 return self.fail(
@@ -1351,6 +1389,8 @@ impl FuzzHarness {
                 }
                 self.in_flight.retain(|(s, _)| *s != socket);
             }
+            // The driver drops the socket: nothing more comes from it (unless an op sends leftovers).
+            Action::Discard { socket } => self.forget_socket(socket),
             Action::Http(req) => {
                 self.all_requests.push(req.id);
                 self.unanswered.push(req);
@@ -1898,7 +1938,6 @@ mod tests {
             socket: SocketId(1),
             code,
             reason: reason.into(),
-            linger: Duration::ZERO,
         };
         for code in [1005, 1006, 1015, 999, 2000, 5000] {
             let v = c.clone().action(&close(code, "x")).unwrap_err();

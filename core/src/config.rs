@@ -440,21 +440,8 @@ impl Config {
             ),
         }
         let secure = |field: &'static str, url: &str, v: &mut Vec<Violation>| {
-            let scheme = url.split("://").next().unwrap_or("");
-            let ok_secure = matches!(scheme, "https" | "wss");
-            let ok_insecure = matches!(scheme, "http" | "ws");
-            if !url.contains("://") || !(ok_secure || ok_insecure) {
-                v.push(Violation {
-                    field,
-                    problem: format!("`{url}` is not an http(s):// or ws(s):// URL"),
-                });
-            } else if ok_insecure && !self.allow_insecure {
-                v.push(Violation {
-                    field,
-                    problem: format!(
-                        "`{url}` is not encrypted; use https/wss, or set allow_insecure for a local gateway"
-                    ),
-                });
+            if let Err(problem) = check_scheme(url, self.allow_insecure) {
+                v.push(Violation { field, problem });
             }
         };
         match self.profile {
@@ -636,5 +623,21 @@ pub mod ms {
     /// Reads whole milliseconds.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// The project's one URL-scheme policy: `https://` and `wss://` always; `http://` and `ws://` only with
+/// `allow_insecure` (a local gateway); nothing else. The configuration's URLs are checked with it at
+/// construction, and the machine checks every URL the server hands it (a channel's `connectUri`) before
+/// asking a driver to connect, so drivers never need to.
+pub fn check_scheme(url: &str, allow_insecure: bool) -> Result<(), String> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some("https" | "wss") => Ok(()),
+        Some("http" | "ws") if allow_insecure => Ok(()),
+        Some("http" | "ws") => Err(format!(
+            "`{url}` is not encrypted; use https/wss, or set allow_insecure for a local gateway"
+        )),
+        _ => Err(format!("`{url}` is not an http(s):// or ws(s):// URL")),
     }
 }

@@ -131,9 +131,10 @@ pub enum Action {
         /// The frame's text.
         text: String,
     },
-    /// Send a close frame with this code and reason (or abort the handshake of a socket not yet open). Keep
-    /// reading and reporting frames until the peer's close arrives or `linger` has passed, then drop the
-    /// socket and report [`Event::Closed`]. A `linger` of zero means drop it now (a dead peer).
+    /// Send a close frame with this code and reason (nothing to send for a socket whose handshake is not
+    /// done), then keep reading and reporting frames until the socket ends, and report [`Event::Closed`]
+    /// then. How long to wait for that is the machine's business: when its linger deadline passes it emits
+    /// [`Action::Discard`] for the socket.
     Close {
         /// The socket.
         socket: SocketId,
@@ -141,8 +142,14 @@ pub enum Action {
         code: u16,
         /// At most 123 bytes.
         reason: String,
-        /// How long to wait for the peer's close frame.
-        linger: Duration,
+    },
+    /// Drop the socket now (abort its handshake, or drop the connection without waiting for the peer) and
+    /// report nothing more about it: the machine has already counted it closed, and ignores whatever was
+    /// still on its way from it. Follows an [`Action::Close`] when the linger deadline passed or there was
+    /// nothing to wait for (a dead peer, an abandoned attempt).
+    Discard {
+        /// The socket.
+        socket: SocketId,
     },
     /// Informational: the next connection attempt starts after this delay (the machine's own timer does it).
     ReconnectAfter(Duration),

@@ -248,8 +248,11 @@ pub struct KeepAliveMachine {
     attempts: u32,
     last_error: String,
     active: Option<Conn>,
-    /// Sockets we closed that may still deliver until their close completes (rollover).
-    closing: Vec<SocketId>,
+    /// Sockets we closed that may still deliver until they end (a rollover's old socket), each with the
+    /// deadline after which it is discarded. `Timer::Linger` holds the earliest.
+    closing: Vec<(SocketId, Instant)>,
+    /// Sockets we discarded: whatever the driver still reports about them is a leftover. Bounded.
+    discarded: VecDeque<SocketId>,
     setup: Option<Setup>,
     channel: Option<Channel>,
     rest: Option<PendingRest>,
@@ -313,6 +316,7 @@ impl KeepAliveMachine {
             last_error: String::new(),
             active: None,
             closing: Vec::new(),
+            discarded: VecDeque::new(),
             setup: None,
             channel: None,
             rest: None,
@@ -381,13 +385,19 @@ impl KeepAliveMachine {
         self.actions.pop_front()
     }
 
-    /// When to call `handle(now, Event::Tick)` next; `None` once stopped.
+    /// When to call `handle(now, Event::Tick)` next. Once stopped, only the linger deadline of a socket
+    /// still closing; `None` when [`KeepAliveMachine::is_finished`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.is_stopped() {
-            None
+            self.timers.get(Timer::Linger)
         } else {
             self.timers.next()
         }
+    }
+
+    /// Stopped, and every socket closed or discarded: nothing will ever be asked of the driver again.
+    pub fn is_finished(&self) -> bool {
+        self.is_stopped() && self.closing.is_empty()
     }
 
     /// Feeds one event at time `now`. Time that goes backwards is clamped (and counted). Due timers fire
@@ -402,6 +412,13 @@ impl KeepAliveMachine {
             self.now = now;
         }
         if self.is_stopped() {
+            if self
+                .timers
+                .get(Timer::Linger)
+                .is_some_and(|d| d <= self.now)
+            {
+                self.expire_lingers();
+            }
             self.after_stop(event);
             return;
         }
@@ -452,8 +469,9 @@ impl KeepAliveMachine {
         let leftover = match &event {
             Event::Tick | Event::Shutdown => true,
             Event::Closed { socket, .. } => {
-                let known = self.closing.contains(socket);
-                self.closing.retain(|s| s != socket);
+                let known = self.is_closing(*socket) || self.was_discarded(*socket);
+                self.forget_closing(*socket);
+                self.discarded.retain(|s| s != socket);
                 known
             }
             Event::Opened { socket }
@@ -461,7 +479,9 @@ impl KeepAliveMachine {
             | Event::BinaryReceived { socket, .. }
             | Event::SendCompleted { socket, .. }
             | Event::SendFailed { socket, .. }
-            | Event::ConnectFailed { socket, .. } => self.closing.contains(socket),
+            | Event::ConnectFailed { socket, .. } => {
+                self.is_closing(*socket) || self.was_discarded(*socket)
+            }
             Event::HttpResponse(HttpResponse { request, .. })
             | Event::HttpFailed { request, .. } => request.0 <= self.next_request,
             Event::TokenExpired | Event::Subscribe { .. } => false,
@@ -570,6 +590,7 @@ impl KeepAliveMachine {
                     });
                 }
             }
+            Timer::Linger => self.expire_lingers(),
             Timer::RolloverDeadline => {
                 if let Some(s) = self.setup.as_mut() {
                     if s.kind == SetupKind::Rollover {
@@ -596,24 +617,73 @@ impl KeepAliveMachine {
         self.actions.push_back(action);
     }
 
-    /// Asks the driver to close `socket`; its `Closed` report is then expected, and frames it still
-    /// delivers meanwhile are accepted (a rollover's old socket).
+    /// Asks the driver to close `socket`: a close frame, then its `Closed` report is expected within
+    /// `linger`, and frames it still delivers meanwhile are accepted (a rollover's old socket). With a zero
+    /// linger, or for a socket whose handshake is not done, the socket is discarded at once.
     fn close_socket(&mut self, socket: SocketId, code: u16, reason: &str, linger: Duration) {
         let mut reason = reason.to_owned();
         http::truncate(&mut reason, 123);
-        if !self.closing.contains(&socket) {
-            if self.closing.len() >= 64 {
-                // A driver that never reports some closes must not grow this forever.
-                self.closing.remove(0);
-            }
-            self.closing.push(socket);
+        let opening = matches!(
+            &self.setup,
+            Some(Setup { step: SetupStep::Opening(s), .. }) if *s == socket
+        );
+        if self.is_closing(socket) || self.was_discarded(socket) {
+            return;
         }
         self.push(Action::Close {
             socket,
             code,
             reason,
-            linger,
         });
+        if linger.is_zero() || opening {
+            self.discard(socket);
+        } else {
+            self.closing.push((socket, self.now + linger));
+            self.arm_linger();
+        }
+    }
+
+    /// Tells the driver to drop `socket` now; anything it still reports about it is a leftover.
+    fn discard(&mut self, socket: SocketId) {
+        self.forget_closing(socket);
+        if self.discarded.len() >= 16 {
+            self.discarded.pop_front();
+        }
+        self.discarded.push_back(socket);
+        self.push(Action::Discard { socket });
+    }
+
+    /// Discards every closing socket whose linger deadline has passed.
+    fn expire_lingers(&mut self) {
+        let now = self.now;
+        while let Some(i) = self.closing.iter().position(|&(_, until)| until <= now) {
+            let (socket, _) = self.closing.swap_remove(i);
+            self.discard(socket);
+        }
+        self.arm_linger();
+    }
+
+    fn arm_linger(&mut self) {
+        match self.closing.iter().map(|&(_, until)| until).min() {
+            Some(at) => self.timers.set(Timer::Linger, at),
+            None => self.timers.clear(Timer::Linger),
+        }
+    }
+
+    fn is_closing(&self, socket: SocketId) -> bool {
+        self.closing.iter().any(|&(s, _)| s == socket)
+    }
+
+    fn was_discarded(&self, socket: SocketId) -> bool {
+        self.discarded.contains(&socket)
+    }
+
+    /// `socket` is closed or discarded: no linger deadline any more.
+    fn forget_closing(&mut self, socket: SocketId) {
+        if let Some(i) = self.closing.iter().position(|&(s, _)| s == socket) {
+            self.closing.swap_remove(i);
+            self.arm_linger();
+        }
     }
 
     fn timestamp(&self) -> String {
@@ -730,6 +800,7 @@ impl KeepAliveMachine {
         self.rest_queue.clear();
         self.rest_retry = None;
         self.timers.clear_all();
+        self.arm_linger();
         let from = self.state;
         self.state = State::Stopped;
         self.push(Action::StateChanged {
@@ -808,8 +879,11 @@ impl KeepAliveMachine {
     }
 
     fn open_socket(&mut self, url: String, headers: Headers) {
+        // The configuration's URLs were checked at construction; a channel's `connectUri` comes from the
+        // server and is checked here, with the same policy.
+        let websocket = matches!(url.split_once("://"), Some(("ws" | "wss", _)));
         let scheme_ok =
-            url.starts_with("wss://") || (self.config.allow_insecure && url.starts_with("ws://"));
+            websocket && crate::config::check_scheme(&url, self.config.allow_insecure).is_ok();
         if !scheme_ok {
             self.setup_failed(format!(
                 "refusing to connect to `{url}`: not wss:// (set allow_insecure for a local gateway)"
@@ -833,6 +907,9 @@ impl KeepAliveMachine {
     }
 
     fn on_opened(&mut self, socket: SocketId) {
+        if self.was_discarded(socket) {
+            return; // it opened while we were giving up on it; the driver drops it
+        }
         let Some(setup) = self.setup.clone() else {
             return self.unexpected(format!("{socket} opened but no connection was pending"));
         };
@@ -890,6 +967,9 @@ impl KeepAliveMachine {
         retry_after: Option<Duration>,
         error: String,
     ) {
+        if self.was_discarded(socket) {
+            return; // the attempt failed on its own as we abandoned it (e.g. its connect timeout fired first)
+        }
         match &self.setup {
             Some(Setup {
                 step: SetupStep::Opening(s),
@@ -1079,8 +1159,13 @@ impl KeepAliveMachine {
     }
 
     fn on_closed(&mut self, socket: SocketId, code: Option<u16>, reason: String) {
-        if let Some(i) = self.closing.iter().position(|s| *s == socket) {
-            self.closing.remove(i);
+        if self.is_closing(socket) {
+            self.forget_closing(socket);
+            return;
+        }
+        if self.was_discarded(socket) {
+            // It was on its way when we discarded the socket; nothing can follow a socket's end.
+            self.discarded.retain(|&s| s != socket);
             return;
         }
         if self.active.as_ref().is_some_and(|c| c.socket == socket) {
@@ -1235,7 +1320,7 @@ impl KeepAliveMachine {
 
     fn on_send_completed(&mut self, socket: SocketId, frame: FrameId) {
         let Some(conn) = self.active.as_mut().filter(|c| c.socket == socket) else {
-            if !self.closing.contains(&socket) {
+            if !self.is_closing(socket) && !self.was_discarded(socket) {
                 self.unexpected(format!("send report for unknown {socket}"));
             }
             return;
@@ -1255,7 +1340,7 @@ impl KeepAliveMachine {
 
     fn on_send_failed(&mut self, socket: SocketId, frame: FrameId, error: String) {
         let Some(conn) = self.active.as_mut().filter(|c| c.socket == socket) else {
-            if !self.closing.contains(&socket) {
+            if !self.is_closing(socket) && !self.was_discarded(socket) {
                 self.unexpected(format!("send failure for unknown {socket}"));
             }
             return;
@@ -1436,7 +1521,10 @@ impl KeepAliveMachine {
 
     fn on_binary(&mut self, socket: SocketId, len: usize) {
         let active = self.touch(socket, len);
-        if !active && !self.closing.contains(&socket) {
+        if !active && self.was_discarded(socket) {
+            return;
+        }
+        if !active && !self.is_closing(socket) {
             return self.unexpected(format!("frame on unknown {socket}"));
         }
         self.stats.invalid_utf8 += 1;
@@ -1449,7 +1537,10 @@ impl KeepAliveMachine {
 
     fn on_text(&mut self, socket: SocketId, text: &str) {
         let active = self.touch(socket, text.len());
-        let closing = self.closing.contains(&socket);
+        let closing = self.is_closing(socket);
+        if !active && !closing && self.was_discarded(socket) {
+            return;
+        }
         if !active && !closing {
             return self.unexpected(format!("frame on unknown {socket}"));
         }

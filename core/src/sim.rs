@@ -281,6 +281,22 @@ struct Sim<'a> {
     summary: Summary,
     blackhole_started: Vec<Instant>,
     last_heartbeat: HashMap<SocketId, Instant>,
+    /// Sockets the machine discarded: like a driver, the simulator drops what was still on its way.
+    discarded: HashSet<SocketId>,
+}
+
+/// The socket an event is about, if any.
+fn event_socket(event: &Event) -> Option<SocketId> {
+    match event {
+        Event::Opened { socket }
+        | Event::FrameReceived { socket, .. }
+        | Event::BinaryReceived { socket, .. }
+        | Event::SendCompleted { socket, .. }
+        | Event::SendFailed { socket, .. }
+        | Event::Closed { socket, .. }
+        | Event::ConnectFailed { socket, .. } => Some(*socket),
+        _ => None,
+    }
 }
 
 /// Plays `scenario` from `start` (any instant: the trace is relative to it) and returns what happened.
@@ -323,6 +339,7 @@ pub fn run(scenario: &Scenario, start: Instant) -> SimReport {
         summary: Summary::default(),
         blackhole_started: Vec::new(),
         last_heartbeat: HashMap::new(),
+        discarded: HashSet::new(),
     };
     sim.play();
     sim.finish()
@@ -463,6 +480,14 @@ impl Sim<'_> {
                     self.schedule(at, Item::ToGateway(socket, text));
                 }
             }
+            Action::Discard { socket } => {
+                // The client drops the connection: the gateway side ends, nothing more reaches the machine.
+                self.discarded.insert(socket);
+                if let Some(s) = self.sockets.get_mut(&socket) {
+                    s.cancelled = true;
+                    s.open = false;
+                }
+            }
             Action::Close { socket, .. } => {
                 // The close frame reaches the gateway one latency later (after what was sent before it);
                 // until then the gateway keeps sending on the socket.
@@ -470,17 +495,7 @@ impl Sim<'_> {
                     return;
                 };
                 if !s.open {
-                    s.cancelled = true;
-                    let at = self.client_arrival(socket);
-                    self.schedule(
-                        at,
-                        Item::ToMachine(Event::Closed {
-                            socket,
-                            code: None,
-                            reason: "aborted".into(),
-                        }),
-                    );
-                    return;
+                    return; // no handshake yet: nothing to send (the machine discards it)
                 }
                 let last = s.last_to_gateway;
                 let at = (self.now + self.one_way()).max(last);
@@ -749,8 +764,11 @@ impl Sim<'_> {
     fn process(&mut self, item: Item) {
         match item {
             Item::ToMachine(ev) => {
-                // A frame or close for a socket the gateway already closed (before it opened) still lands.
-                self.feed(ev)
+                // A frame or close for a socket the gateway already closed (before it opened) still lands,
+                // unless the client discarded the socket.
+                if !event_socket(&ev).is_some_and(|s| self.discarded.contains(&s)) {
+                    self.feed(ev)
+                }
             }
             Item::GwOpen(socket) => {
                 let still_wanted = match self.sockets.get_mut(&socket) {

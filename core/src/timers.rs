@@ -28,11 +28,13 @@ pub enum Timer {
     Resubscribe,
     /// Send the next heartbeat.
     Heartbeat,
+    /// A socket we closed has not ended within its linger time: discard it (the earliest of them).
+    Linger,
 }
 
 impl Timer {
     /// Every timer, in table order (ties between equal deadlines fire in this order).
-    pub const ALL: [Timer; 11] = [
+    pub const ALL: [Timer; 12] = [
         Timer::Idle,
         Timer::AckTimeout,
         Timer::ConnectTimeout,
@@ -44,6 +46,7 @@ impl Timer {
         Timer::HttpRetry,
         Timer::Resubscribe,
         Timer::Heartbeat,
+        Timer::Linger,
     ];
 
     /// The timer's slot: its declaration order, which is the order of [`Timer::ALL`].
@@ -55,7 +58,7 @@ impl Timer {
 /// A deadline per [`Timer`].
 #[derive(Debug, Clone, Default)]
 pub struct TimerTable {
-    deadlines: [Option<Instant>; 11],
+    deadlines: [Option<Instant>; Timer::ALL.len()],
 }
 
 impl TimerTable {
@@ -101,7 +104,7 @@ impl TimerTable {
 
     /// Clears every deadline.
     pub fn clear_all(&mut self) {
-        self.deadlines = [None; 11];
+        self.deadlines = [None; Timer::ALL.len()];
     }
 }
 

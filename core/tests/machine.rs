@@ -121,3 +121,95 @@ fn after_stop_leftovers_are_expected_and_strangers_are_counted() {
     }); // its close is done: now a stranger
     assert_eq!(h.m.stats().unexpected_events, 2);
 }
+
+/// The linger after a close is the core's timer: a peer that never answers the close frame is discarded
+/// when it passes, and only then is the machine finished.
+#[test]
+fn a_close_that_is_never_answered_is_discarded_after_the_linger() {
+    let mut h = H::new(keepalive_config());
+    let s = h.establish_keepalive();
+    h.feed(Event::Shutdown);
+    assert!(h.m.is_stopped());
+    assert!(!h.m.is_finished(), "the socket is still closing");
+    let closed_at = h.t();
+    let linger = h.m.poll_timeout().expect("the linger deadline");
+    assert_eq!(h.count(|a| matches!(a, Action::Discard { .. })), 0);
+    h.advance(Duration::from_secs(5));
+    let discards: Vec<_> = h
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::Discard { socket } if *socket == s))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(
+        discards,
+        vec![closed_at + Duration::from_secs(1)],
+        "{linger:?}"
+    );
+    assert!(h.m.is_finished());
+    assert_eq!(h.m.poll_timeout(), None);
+    // The close that arrives too late is a leftover, not a stranger.
+    h.feed(Event::Closed {
+        socket: s,
+        code: Some(1000),
+        reason: "late".into(),
+    });
+    assert_eq!(h.m.stats().unexpected_events, 0);
+}
+
+/// An answered close needs no discard: `Closed` ends the socket and the linger deadline with it.
+#[test]
+fn an_answered_close_ends_the_linger() {
+    let mut h = H::new(keepalive_config());
+    let s = h.establish_keepalive();
+    h.feed(Event::Shutdown);
+    h.feed(Event::Closed {
+        socket: s,
+        code: Some(1000),
+        reason: "bye".into(),
+    });
+    assert!(h.m.is_finished());
+    assert_eq!(h.m.poll_timeout(), None);
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.count(|a| matches!(a, Action::Discard { .. })), 0);
+}
+
+/// The connect timeout fires inside the same `handle` call that reports the attempt's own failure (the
+/// driver saw the failure just after the deadline): the core orders them, the failure is a leftover, and
+/// exactly one reconnect follows.
+#[test]
+fn a_connect_failure_queued_behind_its_timeout_is_a_leftover() {
+    let mut h = H::new(keepalive_config());
+    let (s, _, _) = h.pending_connect().unwrap();
+    let deadline = h.m.poll_timeout().expect("connect timeout");
+    h.now = deadline + Duration::from_millis(3);
+    h.feed(Event::ConnectFailed {
+        socket: s,
+        status: None,
+        retry_after: None,
+        error: "connection refused".into(),
+    });
+    assert_eq!(
+        h.count(|a| matches!(a, Action::Discard { socket } if *socket == s)),
+        1
+    );
+    assert_eq!(h.count(|a| matches!(a, Action::ReconnectAfter(_))), 1);
+    assert_eq!(h.m.stats().unexpected_events, 0);
+    // Opened for it too (it opened just as we gave up): still a leftover.
+    h.feed(Event::Opened { socket: s });
+    assert_eq!(h.m.stats().unexpected_events, 0);
+    assert_eq!(h.m.stats().connections_opened, 0);
+}
+
+/// A channel's `connectUri` comes from the server: an unencrypted one is refused with the same policy as
+/// the configuration's URLs.
+#[test]
+fn one_scheme_policy_for_configured_and_server_given_urls() {
+    assert!(genesys_keepalive::config::check_scheme("wss://x/y", false).is_ok());
+    assert!(genesys_keepalive::config::check_scheme("https://x/y", false).is_ok());
+    assert!(genesys_keepalive::config::check_scheme("ws://x/y", true).is_ok());
+    let e = genesys_keepalive::config::check_scheme("ws://x/y", false).unwrap_err();
+    assert!(e.contains("allow_insecure"), "{e}");
+    let e = genesys_keepalive::config::check_scheme("ftp://x/y", true).unwrap_err();
+    assert!(e.contains("not an http(s)"), "{e}");
+}

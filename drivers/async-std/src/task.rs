@@ -4,7 +4,6 @@
 //! tasks. It makes no keep-alive decision of its own.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
@@ -114,14 +113,6 @@ impl Runtime for Futures {
             let event = crate::http::perform(&client, allow_insecure, request).await;
             let _ = tx.send(Input::Http(id, event)).await;
         })
-    }
-
-    fn spawn_linger(&self, socket: SocketId, linger: Duration) {
-        let tx = self.input_tx.clone();
-        self.spawner.spawn(async move {
-            async_io::Timer::after(linger).await;
-            let _ = tx.send(Input::LingerExpired(socket)).await;
-        });
     }
 
     fn write(&self, writer: &Self::Writer, cmd: WriterCmd) -> bool {

@@ -99,8 +99,6 @@ pub enum Input {
         /// The close reason or the error.
         reason: String,
     },
-    /// The linger time after a close frame has passed.
-    LingerExpired(SocketId),
     /// An HTTP request's outcome.
     Http(RequestId, Event),
     /// `Handle::subscribe`.

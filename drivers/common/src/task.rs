@@ -7,7 +7,7 @@
 //! It makes no keep-alive decision of its own.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use genesys_keepalive::{
     Action, Alert, AuditEntry, AuditEvent, Event, Headers, HttpRequest, KeepAliveMachine,
@@ -17,9 +17,6 @@ use genesys_keepalive::{
 use crate::http::LazyClient;
 use crate::socket::WriterCmd;
 use crate::{Input, Report};
-
-/// How many failed attempts are remembered for answering a late `Close`.
-const MAX_FAILED: usize = 16;
 
 /// The few things the machine task asks of a runtime. Every task it starts reports back on the driver's
 /// input channel; none is ever joined, only cancelled.
@@ -46,9 +43,6 @@ pub trait Runtime {
         allow_insecure: bool,
         request: HttpRequest,
     ) -> Self::Task;
-
-    /// Reports [`Input::LingerExpired`] for `socket` after `linger`.
-    fn spawn_linger(&self, socket: SocketId, linger: Duration);
 
     /// Queues `cmd` for the writer without waiting; false if the socket's task is gone.
     fn write(&self, writer: &Self::Writer, cmd: WriterCmd) -> bool;
@@ -95,9 +89,6 @@ pub struct Core<R: Runtime, O: Outlets> {
     /// `connect` has not been answered yet.
     ready_pending: bool,
     opened: bool,
-    /// Sockets whose handshake failed (reported as `ConnectFailed`): a later `Close` for one of them is
-    /// answered with `Closed` at once. Bounded.
-    failed: VecDeque<SocketId>,
     /// Events the driver itself produced while performing actions (e.g. a socket dropped at once).
     local: VecDeque<Event>,
 }
@@ -116,14 +107,13 @@ impl<R: Runtime, O: Outlets> Core<R, O> {
             allow_insecure,
             ready_pending: true,
             opened: false,
-            failed: VecDeque::new(),
             local: VecDeque::new(),
         }
     }
 
     /// True once the machine has stopped and every socket it asked to close is closed: the loop ends.
     pub fn is_done(&self) -> bool {
-        self.machine.is_stopped() && self.sockets.is_empty()
+        self.machine.is_finished()
     }
 
     /// When the machine next wants a [`Core::on_timer`] call, if ever.
@@ -175,25 +165,13 @@ impl<R: Runtime, O: Outlets> Core<R, O> {
                 error,
             } => {
                 // The attempt is over: this is the socket's last report.
-                if let Some(ctl) = self.sockets.remove(&socket) {
-                    if ctl.closing {
-                        self.feed(Event::Closed {
-                            socket,
-                            code: None,
-                            reason: error,
-                        });
-                    } else {
-                        if self.failed.len() >= MAX_FAILED {
-                            self.failed.pop_front();
-                        }
-                        self.failed.push_back(socket);
-                        self.feed(Event::ConnectFailed {
-                            socket,
-                            status,
-                            retry_after,
-                            error,
-                        });
-                    }
+                if self.sockets.remove(&socket).is_some() {
+                    self.feed(Event::ConnectFailed {
+                        socket,
+                        status,
+                        retry_after,
+                        error,
+                    });
                 }
             }
             Input::Text(socket, text) => {
@@ -232,17 +210,6 @@ impl<R: Runtime, O: Outlets> Core<R, O> {
                         socket,
                         code,
                         reason,
-                    });
-                }
-            }
-            Input::LingerExpired(socket) => {
-                if self.sockets.get(&socket).is_some_and(|c| c.closing)
-                    && self.forget_socket(socket)
-                {
-                    self.feed(Event::Closed {
-                        socket,
-                        code: None,
-                        reason: "no close frame from the peer within the linger time".into(),
                     });
                 }
             }
@@ -356,8 +323,10 @@ impl<R: Runtime, O: Outlets> Core<R, O> {
                 socket,
                 code,
                 reason,
-                linger,
-            } => self.close(socket, code, reason, linger),
+            } => self.close(socket, code, reason),
+            Action::Discard { socket } => {
+                self.forget_socket(socket);
+            }
             Action::ReconnectAfter(delay) => {
                 tracing::debug!(target: "genesys_keepalive", delay_ms = delay.as_millis() as u64, "reconnect scheduled");
             }
@@ -390,30 +359,12 @@ impl<R: Runtime, O: Outlets> Core<R, O> {
         }
     }
 
-    /// Sends the close frame and keeps reading until the peer's close or `linger`; a zero linger drops the
-    /// socket at once.
-    fn close(&mut self, socket: SocketId, code: u16, reason: String, linger: Duration) {
+    /// Sends the close frame and keeps reading until the socket ends (the core discards it if that takes
+    /// too long).
+    fn close(&mut self, socket: SocketId, code: u16, reason: String) {
         let Some(ctl) = self.sockets.get_mut(&socket) else {
-            if let Some(i) = self.failed.iter().position(|s| *s == socket) {
-                // The attempt already failed: nothing to close, but answer the close.
-                self.failed.remove(i);
-                self.local.push_back(Event::Closed {
-                    socket,
-                    code: None,
-                    reason: "the connection attempt had already failed".into(),
-                });
-            }
-            return; // otherwise already gone, and its end was reported
+            return; // already gone, and its end was reported
         };
-        if linger.is_zero() {
-            self.forget_socket(socket);
-            self.local.push_back(Event::Closed {
-                socket,
-                code: None,
-                reason: format!("dropped by the client ({code} {reason})"),
-            });
-            return;
-        }
         if ctl.closing {
             return;
         }
@@ -421,7 +372,6 @@ impl<R: Runtime, O: Outlets> Core<R, O> {
         let _ = self
             .rt
             .write(&ctl.writes, WriterCmd::Close { code, reason });
-        self.rt.spawn_linger(socket, linger);
     }
 }
 

@@ -4,7 +4,6 @@
 //! keep-alive decision of its own.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use genesys_keepalive::{
     Headers, HttpRequest, KeepAliveMachine, Notification, SocketId, State, Stats, StopReason,
@@ -112,14 +111,6 @@ impl Runtime for Tokio {
             let _ = tx.send(Input::Http(id, event)).await;
         })
         .abort_handle()
-    }
-
-    fn spawn_linger(&self, socket: SocketId, linger: Duration) {
-        let tx = self.input_tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(linger).await;
-            let _ = tx.send(Input::LingerExpired(socket)).await;
-        });
     }
 
     fn write(&self, writer: &Self::Writer, cmd: WriterCmd) -> bool {
