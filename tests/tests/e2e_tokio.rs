@@ -14,7 +14,6 @@ use genesys_keepalive_testkit::scenarios::{
     LocalBoxFuture,
 };
 use genesys_keepalive_tokio::{CertificateDer, Error, Handle, Options, Report};
-use tokio::sync::broadcast;
 
 static LOGS: Mutex<String> = Mutex::new(String::new());
 
@@ -68,7 +67,7 @@ impl Tokio {
 
 struct TokioClient {
     handle: Handle,
-    reports: Mutex<broadcast::Receiver<Report>>,
+    reports: Mutex<genesys_keepalive_tokio::Reports>,
 }
 
 impl ClientHandle for TokioClient {
@@ -108,7 +107,7 @@ impl ClientHandle for TokioClient {
                     Report::State { from, to } => ClientReport::State { from, to },
                     Report::Stopped(r) => ClientReport::Stopped(r),
                 }),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                Err(genesys_keepalive_tokio::TryRecvError::Lagged(n)) => {
                     panic!("{n} reports lost: raise reports_capacity")
                 }
                 Err(_) => return out,
@@ -136,6 +135,7 @@ impl DriverUnderTest for Tokio {
                     .map(CertificateDer::from)
                     .collect(),
                 reports_capacity: 1 << 16,
+                spawner: None,
             };
             match genesys_keepalive_tokio::connect_with(config, options).await {
                 Ok((handle, notifications)) => {

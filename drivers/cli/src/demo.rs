@@ -352,7 +352,7 @@ async fn run(gw: &Gateway, config: Config, args: &DemoArgs, seed: u64) -> Result
         let console = console.clone();
         let mut reports = handle.reports();
         tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
+            use genesys_keepalive_tokio::RecvError;
             loop {
                 let report = match reports.recv().await {
                     Ok(r) => r,

@@ -107,7 +107,7 @@ mod tokio_driver {
 
     use genesys_keepalive::Config;
     use genesys_keepalive_tokio::{Options, Report};
-    use tokio::sync::broadcast::{self, error::RecvError};
+    use genesys_keepalive_tokio::{RecvError, Reports};
     use tokio::time::{Instant, Interval};
 
     use super::{connect_failed, stopped_stats, Outcome, RunOptions};
@@ -136,7 +136,7 @@ mod tokio_driver {
     }
 
     /// Prints every report still queued, until the task has ended (bounded).
-    async fn drain(reports: &mut broadcast::Receiver<Report>) {
+    async fn drain(reports: &mut Reports) {
         let all = async {
             loop {
                 match reports.recv().await {

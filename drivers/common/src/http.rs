@@ -4,14 +4,15 @@
 //! [`perform`] needs a tokio context while it is polled (reqwest runs on tokio's reactor and timers): the
 //! tokio driver spawns it as is, the async-std driver wraps it in `async_compat::Compat`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use genesys_keepalive::{Event, Headers, HttpRequest, HttpResponse, Method};
 
 use crate::Error;
 
-/// A reqwest client on the shared rustls configuration, sending `user_agent`. Without `allow_insecure` it
-/// refuses `http://`.
+/// A reqwest client on the shared rustls configuration, sending `user_agent`. The core only ever asks for
+/// URLs its scheme policy allows; without `allow_insecure` the client is also `https_only`, so that a
+/// redirect cannot lead it to `http://` behind the core's back.
 pub fn client(
     tls: rustls::ClientConfig,
     allow_insecure: bool,
@@ -25,8 +26,9 @@ pub fn client(
         .map_err(|e| Error::Tls(error_chain(&e)))
 }
 
-/// The reqwest client, built on the first request: a keepalive-frame connection without credentials never
-/// makes one, and each client costs memory (a connection pool, a resolver) per connection.
+/// The reqwest client, built on the first request and then shared by every connection of the process with
+/// the same TLS configuration, `allow_insecure` and user agent (one connection pool, one resolver): a
+/// keepalive-frame connection without credentials never makes one.
 pub struct LazyClient {
     tls: Arc<rustls::ClientConfig>,
     allow_insecure: bool,
@@ -35,7 +37,7 @@ pub struct LazyClient {
 }
 
 impl LazyClient {
-    /// A client to be built on the shared `tls` configuration, sending `user_agent`.
+    /// A client to be built (or found) on the shared `tls` configuration, sending `user_agent`.
     pub fn new(
         tls: Arc<rustls::ClientConfig>,
         allow_insecure: bool,
@@ -49,30 +51,41 @@ impl LazyClient {
         }
     }
 
-    /// The client (a cheap clone of a shared one), built now if this is the first request.
+    /// The client (a cheap clone of the shared one), built now if this is the process's first request
+    /// with these settings.
     pub fn get(&mut self) -> Result<reqwest::Client, String> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let c = client((*self.tls).clone(), self.allow_insecure, self.user_agent)
-            .map_err(|e| e.to_string())?;
+        type Key = (usize, bool, &'static str);
+        static CLIENTS: OnceLock<Mutex<Vec<(Key, reqwest::Client)>>> = OnceLock::new();
+        let key = (
+            Arc::as_ptr(&self.tls) as usize,
+            self.allow_insecure,
+            self.user_agent,
+        );
+        let mut clients = CLIENTS
+            .get_or_init(|| Mutex::new(Vec::new()))
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let c = match clients.iter().find(|(k, _)| *k == key) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = client((*self.tls).clone(), self.allow_insecure, self.user_agent)
+                    .map_err(|e| e.to_string())?;
+                clients.push((key, c.clone()));
+                c
+            }
+        };
         self.client = Some(c.clone());
         Ok(c)
     }
 }
 
 /// Sends `req` and returns the event that reports its outcome. Needs a tokio context (see the module docs).
-pub async fn perform(client: &reqwest::Client, allow_insecure: bool, req: HttpRequest) -> Event {
+pub async fn perform(client: &reqwest::Client, req: HttpRequest) -> Event {
     let request = req.id;
     let failed = |error: String| Event::HttpFailed { request, error };
-    let allowed =
-        req.url.starts_with("https://") || (allow_insecure && req.url.starts_with("http://"));
-    if !allowed {
-        return failed(format!(
-            "refusing `{}`: not https:// (set allow_insecure for a local gateway)",
-            req.url
-        ));
-    }
     let method = match req.method {
         Method::Get => reqwest::Method::GET,
         Method::Head => reqwest::Method::HEAD,
@@ -150,12 +163,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn http_is_refused_unless_insecure_is_allowed() {
+    async fn a_redirect_to_http_is_refused_without_allow_insecure() {
         let c = test_client(false);
-        match perform(&c, false, request("http://127.0.0.1:9/oauth/token")).await {
+        // The core never asks for http:// here; the client refuses it all the same (redirects).
+        match perform(&c, request("http://127.0.0.1:9/oauth/token")).await {
             Event::HttpFailed { request, error } => {
                 assert_eq!(request, RequestId(1));
-                assert!(error.contains("refusing"), "{error}");
+                assert!(error.contains("scheme is not allowed"), "{error}");
             }
             other => panic!("{other:?}"),
         }
@@ -169,7 +183,7 @@ mod tests {
         };
         let c = test_client(true);
         let url = format!("http://127.0.0.1:{port}/oauth/token");
-        match perform(&c, true, request(&url)).await {
+        match perform(&c, request(&url)).await {
             Event::HttpFailed { error, .. } => assert!(!error.is_empty()),
             other => panic!("{other:?}"),
         }

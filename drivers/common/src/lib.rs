@@ -1,26 +1,34 @@
 //! # genesys-keepalive-driver-common
 //!
-//! What the genesys-keepalive drivers (`genesys-keepalive-tokio`, `genesys-keepalive-async-std`) share
-//! regardless of the runtime they run on: the rustls configuration ([`tls`]), performing the core's HTTP
-//! requests with reqwest ([`http`]), the runtime-independent half of a WebSocket ([`socket`]), and the
-//! values the drivers hand to their users ([`Report`], [`Error`]).
+//! Everything the genesys-keepalive drivers (`genesys-keepalive-tokio`, `genesys-keepalive-async-std`)
+//! share regardless of the runtime they run on, which is all but the glue: the one task per connection
+//! ([`Connection`], see [`conn`] for its run loop), what the application holds ([`Handle`],
+//! [`Notifications`], [`Reports`], [`StateWatch`]), the [`Options`], the rustls configuration ([`tls`]),
+//! the core's HTTP requests with reqwest ([`http`]) and the runtime-independent half of a WebSocket
+//! ([`socket`]). A runtime crate implements [`Runtime`] (open a socket, a timer, an HTTP request) and
+//! spawns the task.
 //!
 //! Like the drivers, it holds no keep-alive decision: those are all the core's.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod conn;
+pub mod handle;
 pub mod http;
 pub mod socket;
-pub mod task;
 pub mod tls;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use genesys_keepalive::{
-    Alert, AuditEntry, Config, ConfigError, Event, FrameId, KeepAliveMachine, RequestId, SocketId,
-    State, StopReason,
+    Alert, AuditEntry, Config, ConfigError, KeepAliveMachine, State, StopReason,
 };
+
+pub use conn::{BoxFuture, Connection, Runtime};
+use handle::Shared;
+pub use handle::{Handle, Notifications, RecvError, Reports, StateWatch, TryRecvError};
 
 pub use rustls_pki_types::CertificateDer;
 
@@ -60,93 +68,108 @@ pub enum Report {
     Stopped(StopReason),
 }
 
-/// Everything that reaches the machine task: reports from socket, writer and HTTP tasks, and requests from
-/// the driver's `Handle`.
-#[derive(Debug)]
-pub enum Input {
-    /// The socket's handshake succeeded.
-    Opened(SocketId),
-    /// The socket's handshake failed; its last report.
-    ConnectFailed {
-        /// Which socket.
-        socket: SocketId,
-        /// The HTTP status of a refused upgrade.
-        status: Option<u16>,
-        /// The refusal's `Retry-After`.
-        retry_after: Option<Duration>,
-        /// What went wrong.
-        error: String,
-    },
-    /// A text frame arrived.
-    Text(SocketId, String),
-    /// A binary frame arrived.
-    Binary(SocketId, Vec<u8>),
-    /// The writer wrote a frame (or failed to).
-    Sent {
-        /// Which socket.
-        socket: SocketId,
-        /// Which frame.
-        frame: FrameId,
-        /// The outcome.
-        result: Result<(), String>,
-    },
-    /// The read half ended; the socket's last report.
-    ReaderEnded {
-        /// Which socket.
-        socket: SocketId,
-        /// The peer's close code, if it sent a close frame.
-        code: Option<u16>,
-        /// The close reason or the error.
-        reason: String,
-    },
-    /// An HTTP request's outcome.
-    Http(RequestId, Event),
-    /// `Handle::subscribe`.
-    Subscribe(Vec<String>),
-    /// `Handle::token_expired`.
-    TokenExpired,
-    /// `Handle::shutdown`.
-    Shutdown,
+/// How a connection's task is started: a function that hands a boxed future to an executor and returns
+/// at once. The tokio driver uses `tokio::spawn` unless one is given; the async-std driver the executor
+/// behind `async_std::task::spawn` (`async-global-executor`). Under smol, for example:
+/// `Spawner::new(|task| smol::spawn(task).detach())`.
+#[derive(Clone)]
+pub struct Spawner(Arc<dyn Fn(BoxFuture<()>) + Send + Sync>);
+
+impl Spawner {
+    /// A spawner that runs each task with `spawn` (which must not block).
+    pub fn new(spawn: impl Fn(BoxFuture<()>) + Send + Sync + 'static) -> Self {
+        Spawner(Arc::new(spawn))
+    }
+
+    /// Runs `task` in the background.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        (self.0)(Box::pin(task))
+    }
 }
 
-/// What `connect` starts from, whatever the runtime: the machine, the rustls configuration and the (not
-/// yet built) HTTP client.
-pub struct Setup {
-    /// The machine, created now.
-    pub machine: KeepAliveMachine,
-    /// The shared rustls configuration, for the sockets.
-    pub tls: Arc<rustls::ClientConfig>,
-    /// The HTTP client, built on the first request.
-    pub client: http::LazyClient,
-    /// The configuration's inbound size limit, for the sockets.
-    pub max_inbound_bytes: usize,
-    /// Whether `ws://` and `http://` are allowed.
-    pub allow_insecure: bool,
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spawner")
+    }
 }
 
-/// Installs the TLS provider, validates `config`, builds (or reuses) the rustls configuration with
-/// `extra_root_certs`, and creates the machine with `seed` (drawn by [`random_seed`] if `None`).
-pub fn setup(
+/// Driver options beyond the core's [`Config`], the same for every runtime.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Seed for the machine's PRNG (jitter, connection ids). `None`: drawn from the OS and the clock.
+    /// The same seed and the same inputs give the same decisions.
+    pub seed: Option<u64>,
+    /// Root certificates trusted in addition to the Mozilla roots (webpki-roots), e.g. a test CA.
+    pub extra_root_certs: Vec<CertificateDer<'static>>,
+    /// How many unread [`Report`]s a receiver may fall behind (default 1024) before it loses the oldest and
+    /// sees `Lagged`; the connection never waits for it. 0 keeps no reports at all (the first receiver
+    /// included), for applications that read none (a benchmark, a large fleet).
+    pub reports_capacity: usize,
+    /// How the connection's task is spawned; `None`: the runtime's default (see [`Spawner`]).
+    pub spawner: Option<Spawner>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seed: None,
+            extra_root_certs: Vec::new(),
+            reports_capacity: 1024,
+            spawner: None,
+        }
+    }
+}
+
+impl Options {
+    /// Sets [`Options::seed`].
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Adds one trusted root certificate (DER).
+    pub fn trust_root(mut self, der: impl Into<CertificateDer<'static>>) -> Self {
+        self.extra_root_certs.push(der.into());
+        self
+    }
+
+    /// Sets [`Options::reports_capacity`].
+    pub fn reports_capacity(mut self, capacity: usize) -> Self {
+        self.reports_capacity = capacity;
+        self
+    }
+
+    /// Sets [`Options::spawner`].
+    pub fn spawner(mut self, spawner: Spawner) -> Self {
+        self.spawner = Some(spawner);
+        self
+    }
+}
+
+/// Builds a connection on `rt`: installs the TLS provider, validates `config`, takes the process-wide
+/// rustls configuration for `options.extra_root_certs`, creates the machine and its shared state. Returns
+/// the task (to be spawned) with its [`Handle`] and [`Notifications`]. What it does not do is decide
+/// anything: that is the machine's.
+pub fn start<R: Runtime>(
     config: Config,
-    extra_root_certs: &[CertificateDer<'static>],
-    seed: Option<u64>,
+    options: &Options,
+    rt: R,
     user_agent: &'static str,
-) -> Result<Setup, Error> {
+) -> Result<(Connection<R>, Handle, Notifications), Error> {
     tls::install_provider();
     config.validate()?;
-    let tls = tls::shared_client_config(extra_root_certs)?;
-    let allow_insecure = config.allow_insecure;
-    let client = http::LazyClient::new(tls.clone(), allow_insecure, user_agent);
-    let max_inbound_bytes = config.max_inbound_bytes;
-    let seed = seed.unwrap_or_else(random_seed);
+    let tls = tls::shared_client_config(&options.extra_root_certs)?;
+    let client = http::LazyClient::new(tls.clone(), config.allow_insecure, user_agent);
+    let ctx = socket::SocketContext::new(tls, config.max_inbound_bytes);
+    let seed = options.seed.unwrap_or_else(random_seed);
     let machine = KeepAliveMachine::new(config, Instant::now(), SystemTime::now(), seed)?;
-    Ok(Setup {
-        machine,
-        tls,
-        client,
-        max_inbound_bytes,
-        allow_insecure,
-    })
+    let shared = Shared::new(machine, options.reports_capacity);
+    let (handle, notifications) = Handle::new(shared.clone());
+    Ok((
+        Connection::new(rt, shared, ctx, client),
+        handle,
+        notifications,
+    ))
 }
 
 /// A seed for the machine's PRNG when the caller gave none: from the OS-seeded hasher and the clock.

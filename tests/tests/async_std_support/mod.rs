@@ -152,8 +152,9 @@ impl DriverUnderTest for FuturesDriver {
         options: ClientOptions,
     ) -> BoxFuture<'_, Result<Connected, ConnectError>> {
         let spawner = match self.executor {
-            Executor::AsyncStd => Spawner::global(),
-            Executor::Smol => Spawner::new(|task| smol::spawn(task).detach()),
+            // None: the driver's default, async-std's executor.
+            Executor::AsyncStd => None,
+            Executor::Smol => Some(Spawner::new(|task| smol::spawn(task).detach())),
         };
         Box::pin(async move {
             let options = Options {
