@@ -77,7 +77,11 @@ fi
 # --- builds, one at a time -------------------------------------------------------------------------------
 say "building genesys-keepalive (release)"
 cargo build --release -p genesys-keepalive-cli
-BENCH="$ROOT/target/release/genesys-keepalive"
+# Wherever cargo put it (CARGO_TARGET_DIR or a config may move target/).
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+BENCH="$TARGET_DIR/release/genesys-keepalive"
+[[ -x "$BENCH" ]] || die "no $BENCH after the build"
 say "building floor-rust (release)"
 cargo build --release --locked --manifest-path "$BASELINE_DIR/floor-rust/Cargo.toml" --target-dir target/floor-rust
 FLOOR="$ROOT/target/floor-rust/release/floor-rust"
