@@ -1,18 +1,36 @@
 //! `genesys-keepalive bench`: N keepalive-frame connections in this process, measured like
-//! shared/baseline/seed-node/client.js (connections open, heartbeats sent/acked, RSS per connection, CPU).
+//! shared/baseline/seed-node/client.js (connections open, heartbeats sent/acked, RSS per connection, CPU),
+//! plus heartbeat lateness and RTT percentiles over every connection.
+//!
+//! Either driver can be measured (`--driver`); the tokio one on a current-thread runtime by default (one
+//! event loop, as Node has and as shared/baseline/floor-rust is measured) or on the multi-thread one.
 
-use std::io::{BufRead, BufReader};
+use std::fmt::Display;
+use std::future::Future;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
-use genesys_keepalive::{Config, ProfileKind, State};
+use clap::{Args, ValueEnum};
+use genesys_keepalive::{Config, Histogram, ProfileKind, State, Stats};
 use genesys_keepalive_testkit::{Gateway, GatewayConfig};
-use genesys_keepalive_tokio::{Handle, Options};
+use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 
 use crate::failure::Failure;
+use crate::settings::DriverKind;
+
+/// The tokio runtime the bench runs the tokio driver on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// One thread, one event loop (like Node's; how floor-rust is measured)
+    CurrentThread,
+    /// tokio's work-stealing scheduler, one worker per core
+    MultiThread,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -35,6 +53,17 @@ pub struct BenchArgs {
     /// Connection attempts in flight at once while connecting
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub connect_concurrency: usize,
+    /// The driver that opens the connections
+    #[arg(long, value_enum, default_value_t = DriverKind::Tokio)]
+    pub driver: DriverKind,
+    /// The tokio runtime (--driver tokio only) [default: current-thread: one event loop, like Node's, and
+    /// how floor-rust is measured]
+    #[arg(long, value_enum, value_name = "FLAVOUR")]
+    pub runtime: Option<RuntimeKind>,
+    /// Extra trusted root certificate(s), PEM, in addition to the web roots (for a wss:// gateway with a
+    /// test CA)
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// One JSON line, with client.js's field names first.
@@ -50,12 +79,22 @@ struct BenchLine {
     cpu_s: f64,
     secs: u64,
     interval_ms: u64,
+    driver: &'static str,
+    runtime: &'static str,
     connect_failures: usize,
     connect_s: f64,
     cpu_us_per_heartbeat: f64,
     heartbeats_lost: u64,
+    /// How late heartbeats went out against their schedule, over every connection (`null`: none sent).
+    lateness_p50_ms: Option<f64>,
+    lateness_p99_ms: Option<f64>,
+    /// Heartbeat round trips, over every connection (`null`: none acked).
+    rtt_p50_ms: Option<f64>,
+    rtt_p99_ms: Option<f64>,
     gateway: &'static str,
     url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_connect_error: Option<String>,
 }
 
 /// VmRSS of this process, in bytes.
@@ -154,12 +193,50 @@ fn client_config(url: &str, interval: Duration) -> Result<Config, Failure> {
         .map_err(|e| Failure::config(format!("{e}. Check --url and --interval-ms")))
 }
 
+/// The certificates of a PEM file (one or more `CERTIFICATE` blocks); exit 2 when there are none.
+fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
+    use rustls_pki_types::pem::PemObject;
+    let bad = |e: &dyn Display| {
+        Failure::config(format!(
+            "cannot read a PEM certificate from {}: {e}; --ca-cert takes a PEM file",
+            path.display()
+        ))
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    if certs.is_empty() {
+        return Err(bad(&"no CERTIFICATE block in it"));
+    }
+    Ok(certs)
+}
+
+/// Everything one run needs, whatever the driver.
+struct Plan {
+    config: Config,
+    roots: Arc<Vec<CertificateDer<'static>>>,
+    n: usize,
+    concurrency: usize,
+    seconds: u64,
+    progress: Arc<Progress>,
+}
+
 pub fn main(args: BenchArgs) -> Result<u8, Failure> {
     if args.connections == 0 || args.seconds == 0 || args.interval_ms < 4 {
         return Err(Failure::config(
             "--connections and --seconds must be at least 1 and --interval-ms at least 4",
         ));
     }
+    if args.driver == DriverKind::AsyncStd && args.runtime.is_some() {
+        return Err(Failure::config(
+            "--runtime applies to --driver tokio only (async-std runs on its global executor)",
+        ));
+    }
+    let roots = match &args.ca_cert {
+        Some(path) => load_roots(path)?,
+        None => Vec::new(),
+    };
     let interval = Duration::from_millis(args.interval_ms);
     let (target, url, kind) = match (&args.url, args.in_process_gateway) {
         (Some(u), _) => (Target::External, u.clone(), "external"),
@@ -178,16 +255,27 @@ pub fn main(args: BenchArgs) -> Result<u8, Failure> {
             (Target::Child(child), url, "child process")
         }
     };
-    let config = client_config(&url, interval);
-    let result = config.and_then(|config| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| Failure::internal(format!("cannot start the tokio runtime: {e}")))?;
-        let line = rt.block_on(measure(config, &args, &url, kind));
-        rt.shutdown_timeout(Duration::from_secs(2));
-        line
+    let (driver, runtime) = match (args.driver, args.runtime) {
+        (DriverKind::Tokio, Some(RuntimeKind::MultiThread)) => ("tokio", "multi-thread"),
+        (DriverKind::Tokio, _) => ("tokio", "current-thread"),
+        (DriverKind::AsyncStd, _) => ("async-std", "global-executor"),
+    };
+    let result = client_config(&url, interval).and_then(|config| {
+        let plan = Plan {
+            config,
+            roots: Arc::new(roots),
+            n: args.connections,
+            concurrency: args.connect_concurrency.clamp(1, args.connections),
+            seconds: args.seconds,
+            progress: Arc::new(Progress::new(args.connections)),
+        };
+        let printer = ProgressPrinter::start(plan.progress.clone());
+        let measured = match args.driver {
+            DriverKind::Tokio => run_tokio(plan, runtime == "multi-thread"),
+            DriverKind::AsyncStd => Ok(async_std::task::block_on(measure_async_std(plan))),
+        };
+        drop(printer);
+        measured
     });
     match target {
         Target::Child(mut c) => {
@@ -197,121 +285,361 @@ pub fn main(args: BenchArgs) -> Result<u8, Failure> {
         Target::InProcess(gw) => gw.shutdown(),
         Target::External => {}
     }
-    let line = result?;
+    let m = result?;
+    if let Some(e) = &m.first_error {
+        tracing::warn!(
+            failures = m.failures,
+            "some connections failed; the first: {e}"
+        );
+    }
+    let n = args.connections;
+    // Whole microseconds over 1000: bucket bounds print as e.g. 1.448, not 1.4480000000000002.
+    let ms = |d: Option<Duration>| d.map(|d| d.as_micros() as f64 / 1e3);
+    let t = &m.tally;
+    let line = BenchLine {
+        n,
+        open: t.open,
+        sent: t.sent,
+        acks: t.acks,
+        rss_mb: m.rss as f64 / 1_048_576.0,
+        rss_per_conn_kb: m.rss.saturating_sub(m.rss0) as f64 / 1024.0 / n as f64,
+        cpu_s: m.cpu_s,
+        secs: args.seconds,
+        interval_ms: args.interval_ms,
+        driver,
+        runtime,
+        connect_failures: m.failures,
+        connect_s: m.connect_s,
+        cpu_us_per_heartbeat: if t.acks > 0 {
+            m.cpu_s * 1e6 / t.acks as f64
+        } else {
+            0.0
+        },
+        heartbeats_lost: t.lost,
+        lateness_p50_ms: ms(t.lateness.quantile(0.50)),
+        lateness_p99_ms: ms(t.lateness.quantile(0.99)),
+        rtt_p50_ms: ms(t.rtt.quantile(0.50)),
+        rtt_p99_ms: ms(t.rtt.quantile(0.99)),
+        gateway: kind,
+        url,
+        first_connect_error: m.first_error,
+    };
     crate::output::emit("bench", &line);
     Ok(if line.open == line.n { 0 } else { 1 })
 }
 
-async fn measure(
-    config: Config,
-    args: &BenchArgs,
-    url: &str,
-    gateway: &'static str,
-) -> Result<BenchLine, Failure> {
-    let n = args.connections;
+/// What the run measured, before it is turned into a [`BenchLine`].
+struct Measured {
+    rss0: u64,
+    rss: u64,
+    cpu_s: f64,
+    connect_s: f64,
+    failures: usize,
+    first_error: Option<String>,
+    tally: Tally,
+}
+
+/// Every connection's counters and histograms, summed.
+#[derive(Default)]
+struct Tally {
+    open: usize,
+    sent: u64,
+    acks: u64,
+    lost: u64,
+    rtt: Histogram,
+    lateness: Histogram,
+}
+
+impl Tally {
+    fn add(&mut self, stats: &Stats, state: State) {
+        self.sent += stats.heartbeats_sent;
+        self.acks += stats.heartbeats_acked;
+        self.lost += stats.heartbeats_lost;
+        self.rtt.merge(&stats.rtt_histogram);
+        self.lateness.merge(&stats.heartbeat_lateness);
+        if matches!(state, State::Stable | State::Degraded) {
+            self.open += 1;
+        }
+    }
+}
+
+/// Connections opened so far, for the live progress line.
+struct Progress {
+    n: usize,
+    start: Instant,
+    connected: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+impl Progress {
+    fn new(n: usize) -> Self {
+        Progress {
+            n,
+            start: Instant::now(),
+            connected: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "bench: {}/{} connected, {} failed, {:.1} s",
+            self.connected.load(Ordering::Relaxed),
+            self.n,
+            self.failed.load(Ordering::Relaxed),
+            self.start.elapsed().as_secs_f64()
+        )
+    }
+
+    fn settled(&self) -> bool {
+        self.connected.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed) >= self.n
+    }
+}
+
+/// A thread that redraws the progress line on stderr while connecting, when stderr is a terminal (on its
+/// own thread so that both drivers share it and no runtime is woken for it). Stops when dropped.
+struct ProgressPrinter {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressPrinter {
+    fn start(progress: Arc<Progress>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::io::stderr().is_terminal().then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let draw = |end: &str| {
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[2K{}{end}", progress.line());
+                    let _ = err.flush();
+                };
+                while !stop.load(Ordering::Relaxed) && !progress.settled() {
+                    draw("");
+                    std::thread::park_timeout(Duration::from_millis(200));
+                }
+                draw("\n");
+            })
+        });
+        ProgressPrinter { stop, thread }
+    }
+}
+
+impl Drop for ProgressPrinter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// What one connector task opened.
+struct Opened<C> {
+    conns: Vec<C>,
+    failures: usize,
+    first_error: Option<String>,
+}
+
+/// One of `concurrency` connector tasks: takes the next connection index, connects, repeats, so that at
+/// most `concurrency` attempts are in flight (as floor-rust's semaphore allows) with either runtime.
+async fn connector<C, E, F, Fut>(
+    next: Arc<AtomicUsize>,
+    progress: Arc<Progress>,
+    connect: F,
+) -> Opened<C>
+where
+    E: Display,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<C, E>>,
+{
+    let mut out = Opened {
+        conns: Vec::new(),
+        failures: 0,
+        first_error: None,
+    };
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= progress.n {
+            return out;
+        }
+        match connect(i).await {
+            Ok(c) => {
+                out.conns.push(c);
+                progress.connected.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                out.failures += 1;
+                out.first_error.get_or_insert_with(|| e.to_string());
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Adds every connector's result into one.
+fn gather<C>(all: &mut Opened<C>, part: Opened<C>) {
+    all.conns.extend(part.conns);
+    all.failures += part.failures;
+    if all.first_error.is_none() {
+        all.first_error = part.first_error;
+    }
+}
+
+fn run_tokio(plan: Plan, multi_thread: bool) -> Result<Measured, Failure> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let rt = builder
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::internal(format!("cannot start the tokio runtime: {e}")))?;
+    let measured = rt.block_on(measure_tokio(plan));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(measured)
+}
+
+async fn measure_tokio(plan: Plan) -> Measured {
+    use genesys_keepalive_tokio::{connect_with, Options};
     let rss0 = rss_bytes();
     let cpu0 = cpu_seconds();
     let start = Instant::now();
-    let end = start + Duration::from_secs(args.seconds);
+    let end = start + Duration::from_secs(plan.seconds);
 
-    let limit = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1)));
+    let next = Arc::new(AtomicUsize::new(0));
     let mut set = tokio::task::JoinSet::new();
-    for i in 0..n {
-        let config = config.clone();
-        let limit = limit.clone();
-        set.spawn(async move {
-            let _permit = limit.acquire_owned().await.ok();
+    for _ in 0..plan.concurrency {
+        let (config, roots) = (plan.config.clone(), plan.roots.clone());
+        set.spawn(connector(next.clone(), plan.progress.clone(), move |i| {
             // A one-slot report channel: the bench reads no reports, so none should be kept.
-            let options = Options::default().seed(i as u64).reports_capacity(1);
-            genesys_keepalive_tokio::connect_with(config, options).await
-        });
+            let mut options = Options::default().seed(i as u64).reports_capacity(1);
+            for root in roots.iter() {
+                options = options.trust_root(root.clone());
+            }
+            connect_with(config.clone(), options)
+        }));
     }
-    let mut handles: Vec<Handle> = Vec::with_capacity(n);
-    let mut streams = Vec::with_capacity(n);
-    let mut failures = 0usize;
-    let mut first_error = None;
+    let mut opened = Opened {
+        conns: Vec::with_capacity(plan.n),
+        failures: 0,
+        first_error: None,
+    };
     while let Some(r) = set.join_next().await {
         match r {
-            Ok(Ok((h, s))) => {
-                handles.push(h);
-                streams.push(s);
-            }
-            Ok(Err(e)) => {
-                failures += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-            }
+            Ok(part) => gather(&mut opened, part),
             Err(e) => {
-                failures += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                opened.failures += 1;
+                opened.first_error.get_or_insert_with(|| e.to_string());
             }
         }
     }
     let connect_s = start.elapsed().as_secs_f64();
-    if let Some(e) = &first_error {
-        tracing::warn!(failures, "some connections failed; the first: {e}");
-    }
     tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
 
     let rss = rss_bytes();
-    let cpu = cpu_seconds() - cpu0;
-    let mut sent = 0;
-    let mut acks = 0;
-    let mut lost = 0;
-    let mut open = 0;
-    for h in &handles {
-        let s = h.stats();
-        sent += s.heartbeats_sent;
-        acks += s.heartbeats_acked;
-        lost += s.heartbeats_lost;
-        if matches!(h.state(), State::Stable | State::Degraded) {
-            open += 1;
-        }
+    let cpu_s = cpu_seconds() - cpu0;
+    let mut tally = Tally::default();
+    for (h, _) in &opened.conns {
+        tally.add(&h.stats(), h.state());
     }
-    let shutdowns = handles.iter().map(|h| {
-        let h = h.clone();
-        async move { h.shutdown().await }
-    });
-    let _ = tokio::time::timeout(
-        Duration::from_secs(10),
-        futures_join_all(shutdowns.collect()),
-    )
-    .await;
-    drop(streams);
 
-    Ok(BenchLine {
-        n,
-        open,
-        sent,
-        acks,
-        rss_mb: rss as f64 / 1_048_576.0,
-        rss_per_conn_kb: rss.saturating_sub(rss0) as f64 / 1024.0 / n as f64,
-        cpu_s: cpu,
-        secs: args.seconds,
-        interval_ms: args.interval_ms,
-        connect_failures: failures,
-        connect_s,
-        cpu_us_per_heartbeat: if acks > 0 {
-            cpu * 1e6 / acks as f64
-        } else {
-            0.0
-        },
-        heartbeats_lost: lost,
-        gateway,
-        url: url.to_string(),
+    let mut shutdowns = tokio::task::JoinSet::new();
+    for (h, _) in &opened.conns {
+        let h = h.clone();
+        shutdowns.spawn(async move {
+            h.shutdown().await;
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while shutdowns.join_next().await.is_some() {}
     })
+    .await;
+    Measured {
+        rss0,
+        rss,
+        cpu_s,
+        connect_s,
+        failures: opened.failures,
+        first_error: opened.first_error,
+        tally,
+    }
 }
 
-/// Runs every future to completion concurrently (a JoinSet, to avoid another dependency).
-async fn futures_join_all<F>(futures: Vec<F>)
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let mut set = tokio::task::JoinSet::new();
-    for f in futures {
-        set.spawn(f);
+async fn measure_async_std(plan: Plan) -> Measured {
+    use futures_lite::future;
+    use genesys_keepalive_async_std::{connect_with, Options};
+    // Start the global executor before the first reading, as the tokio runtime is built before it.
+    async_std::task::spawn(async {}).await;
+    let rss0 = rss_bytes();
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    let end = start + Duration::from_secs(plan.seconds);
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let connectors: Vec<_> = (0..plan.concurrency)
+        .map(|_| {
+            let (config, roots) = (plan.config.clone(), plan.roots.clone());
+            async_std::task::spawn(connector(next.clone(), plan.progress.clone(), move |i| {
+                // A one-slot report channel: the bench reads no reports, so none should be kept.
+                let mut options = Options::default().seed(i as u64).reports_capacity(1);
+                for root in roots.iter() {
+                    options = options.trust_root(root.clone());
+                }
+                connect_with(config.clone(), options)
+            }))
+        })
+        .collect();
+    let mut opened = Opened {
+        conns: Vec::with_capacity(plan.n),
+        failures: 0,
+        first_error: None,
+    };
+    for c in connectors {
+        gather(&mut opened, c.await);
     }
-    while set.join_next().await.is_some() {}
+    let connect_s = start.elapsed().as_secs_f64();
+    async_io::Timer::at(end).await;
+
+    let rss = rss_bytes();
+    let cpu_s = cpu_seconds() - cpu0;
+    let mut tally = Tally::default();
+    for (h, _) in &opened.conns {
+        tally.add(&h.stats(), h.state());
+    }
+
+    let shutdowns: Vec<_> = opened
+        .conns
+        .iter()
+        .map(|(h, _)| {
+            let h = h.clone();
+            async_std::task::spawn(async move {
+                h.shutdown().await;
+            })
+        })
+        .collect();
+    future::or(
+        async {
+            for s in shutdowns {
+                s.await;
+            }
+        },
+        async {
+            async_io::Timer::after(Duration::from_secs(10)).await;
+        },
+    )
+    .await;
+    Measured {
+        rss0,
+        rss,
+        cpu_s,
+        connect_s,
+        failures: opened.failures,
+        first_error: opened.first_error,
+        tally,
+    }
 }
 
 #[cfg(test)]
@@ -330,6 +658,115 @@ mod tests {
         }
         assert!(x != 1);
         assert!(cpu_seconds() >= before);
+    }
+
+    fn temp_file(name: &str, body: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("bench-{}-{name}", std::process::id()));
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    #[test]
+    fn ca_cert_errors_are_configuration_errors() {
+        let missing = std::env::temp_dir().join("bench-no-such-file.pem");
+        let e = load_roots(&missing).unwrap_err();
+        assert_eq!(e.code, crate::failure::EXIT_CONFIG);
+        assert!(
+            e.message.contains("bench-no-such-file.pem"),
+            "{}",
+            e.message
+        );
+        for (name, body) in [
+            ("empty.pem", ""),
+            (
+                "key.pem",
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            ),
+        ] {
+            let path = temp_file(name, body);
+            let e = load_roots(&path).unwrap_err();
+            let _ = std::fs::remove_file(&path);
+            assert_eq!(e.code, crate::failure::EXIT_CONFIG, "{name}");
+            assert!(
+                e.message.contains("no CERTIFICATE"),
+                "{name}: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn ca_cert_takes_every_certificate_of_the_file() {
+        let gw = Gateway::start(GatewayConfig {
+            tls: true,
+            ..GatewayConfig::default()
+        })
+        .unwrap();
+        let pem = gw.ca_cert_pem().unwrap().to_string();
+        gw.shutdown();
+        let path = temp_file("two.pem", &format!("{pem}\n{pem}"));
+        let roots = load_roots(&path);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(roots.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn connectors_share_the_indices_and_count_failures() {
+        let progress = Arc::new(Progress::new(10));
+        let next = Arc::new(AtomicUsize::new(0));
+        let connect = |i: usize| async move {
+            if i % 5 == 0 {
+                Err(format!("refused {i}"))
+            } else {
+                Ok(i)
+            }
+        };
+        let mut all = Opened {
+            conns: Vec::new(),
+            failures: 0,
+            first_error: None,
+        };
+        futures_lite::future::block_on(async {
+            let a = connector(next.clone(), progress.clone(), connect);
+            let b = connector(next.clone(), progress.clone(), connect);
+            let (a, b) = futures_lite::future::zip(a, b).await;
+            gather(&mut all, a);
+            gather(&mut all, b);
+        });
+        all.conns.sort_unstable();
+        assert_eq!(all.conns, vec![1, 2, 3, 4, 6, 7, 8, 9]);
+        assert_eq!(all.failures, 2);
+        assert!(all.first_error.unwrap().starts_with("refused"));
+        assert!(progress.settled());
+        assert!(progress
+            .line()
+            .starts_with("bench: 8/10 connected, 2 failed"));
+    }
+
+    #[test]
+    fn tally_merges_every_connection() {
+        let mut one = Stats {
+            heartbeats_sent: 10,
+            heartbeats_acked: 9,
+            heartbeats_lost: 1,
+            ..Stats::default()
+        };
+        for _ in 0..9 {
+            one.rtt_histogram.record(Duration::from_millis(1));
+            one.heartbeat_lateness.record(Duration::from_micros(50));
+        }
+        let mut slow = one.clone();
+        slow.rtt_histogram = Histogram::default();
+        slow.rtt_histogram.record(Duration::from_millis(100));
+        let mut t = Tally::default();
+        t.add(&one, State::Stable);
+        t.add(&slow, State::Degraded);
+        t.add(&Stats::default(), State::Reconnecting);
+        assert_eq!((t.open, t.sent, t.acks, t.lost), (2, 20, 18, 2));
+        assert_eq!(t.rtt.count(), 10);
+        assert_eq!(t.lateness.count(), 18);
+        assert_eq!(t.rtt.quantile(0.5), Some(Duration::from_micros(1024)));
+        assert!(t.rtt.quantile(0.99).unwrap() >= Duration::from_millis(100));
     }
 
     #[test]

@@ -79,10 +79,16 @@ A status line goes to stderr (live when stderr is a terminal, every 2 s otherwis
 stdout. Exit 0 when no notification was lost or duplicated, 1 otherwise.";
 
 const BENCH_LONG: &str = "\
-Open N keepalive-frame connections with the tokio driver in this process, against a gateway's /keepalive endpoint \
-(by default a `genesys-keepalive gateway` child process, so only the clients are measured; or --url), for S \
-seconds with a heartbeat every I ms. Prints one JSON line: connections open, heartbeats sent/acked, RSS per \
-connection (VmRSS before/after), CPU seconds — the same figures as shared/baseline/seed-node/client.js.";
+Open N keepalive-frame connections in this process with the tokio driver (--driver tokio, on a current-thread \
+runtime unless --runtime multi-thread) or the async-std driver (--driver async-std, on its global executor), \
+against a gateway's keep-alive WebSocket (by default a `genesys-keepalive gateway` child process, so only the \
+clients are measured; or --url, ws:// or wss://, with --ca-cert for a test CA), for S seconds with a heartbeat \
+every I ms. Prints one JSON line: connections open, heartbeats sent/acked, RSS per connection (VmRSS \
+before/after), CPU seconds — the same figures as shared/baseline/seed-node/client.js — plus the driver, the \
+runtime, the connect time and the p50/p99 of heartbeat schedule lateness and of RTT over every connection \
+(lateness_p50_ms, lateness_p99_ms, rtt_p50_ms, rtt_p99_ms). A progress line goes to stderr while connecting \
+when stderr is a terminal. Exit 0 when every connection is open at the end, 1 otherwise, 2 for bad flags or an \
+unreadable --ca-cert.";
 
 #[derive(Parser)]
 #[command(
