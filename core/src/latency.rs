@@ -8,7 +8,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct LatencyWindow {
     capacity: usize,
-    rtts_us: VecDeque<u64>,
+    /// Microseconds, 4 bytes a sample (up to 71 minutes; longer RTTs are clamped).
+    rtts_us: VecDeque<u32>,
     rtt_sum_us: u64,
     outcomes: VecDeque<bool>,
     lost: usize,
@@ -29,14 +30,14 @@ impl LatencyWindow {
 
     /// Records an answered heartbeat and its RTT.
     pub fn record_rtt(&mut self, rtt: Duration) {
-        let us = rtt.as_micros().min(u32::MAX as u128) as u64;
+        let us = rtt.as_micros().min(u32::MAX as u128) as u32;
         if self.rtts_us.len() == self.capacity {
             if let Some(old) = self.rtts_us.pop_front() {
-                self.rtt_sum_us -= old;
+                self.rtt_sum_us -= u64::from(old);
             }
         }
         self.rtts_us.push_back(us);
-        self.rtt_sum_us += us;
+        self.rtt_sum_us += u64::from(us);
         self.record_outcome(true);
     }
 
@@ -100,7 +101,7 @@ impl LatencyWindow {
         if self.rtts_us.is_empty() {
             return [0.0; N];
         }
-        let mut v: Vec<u64> = self.rtts_us.iter().copied().collect();
+        let mut v: Vec<u32> = self.rtts_us.iter().copied().collect();
         v.sort_unstable();
         ps.map(|p| {
             let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;

@@ -45,6 +45,9 @@ pub const CLOSE_CONNECT_TIMEOUT: u16 = 4003;
 pub const CLOSE_SEND_FAILED: u16 = 1011;
 /// How long a rollover's old socket may keep delivering after its close frame.
 const ROLLOVER_LINGER: Duration = Duration::from_secs(5);
+/// Action slots kept once the queue is drained. None: each is 144 bytes per connection, and a steady
+/// connection's queue is empty between inputs (re-growing it costs an allocation per heartbeat).
+const ACTIONS_KEPT: usize = 0;
 /// How many recent access tokens are remembered for scrubbing.
 const ISSUED_TOKENS_KEPT: usize = 64;
 /// How long a graceful shutdown waits for the peer's close frame.
@@ -382,7 +385,12 @@ impl KeepAliveMachine {
 
     /// The next action to perform, in the order decided. Drain after every `handle`.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        if self.actions.is_empty() && self.actions.capacity() > ACTIONS_KEPT {
+            // A burst (connecting, a rollover) grew the queue; a steady connection needs a few slots.
+            self.actions.shrink_to(ACTIONS_KEPT);
+        }
+        action
     }
 
     /// When to call `handle(now, Event::Tick)` next. Once stopped, only the linger deadline of a socket

@@ -57,15 +57,13 @@ use std::time::Instant;
 
 use async_net::TcpStream;
 use async_tungstenite::WebSocketStream;
-use futures_rustls::client::TlsStream;
-use futures_util::future::Either;
+use futures_util::io::{AsyncRead, AsyncWrite};
 use genesys_keepalive::{Config, Event, Headers, HttpRequest};
 use genesys_keepalive_driver_common::http::{self, error_chain};
 use genesys_keepalive_driver_common::socket::{
-    client_request, handshake_error, is_tls, HandshakeFailure, SocketContext,
+    client_request, handshake_error, server_name, target, HandshakeFailure, SocketContext,
 };
 use genesys_keepalive_driver_common::{BoxFuture, Runtime};
-use rustls_pki_types::ServerName;
 
 pub use genesys_keepalive;
 pub use genesys_keepalive_driver_common::{
@@ -109,15 +107,17 @@ pub fn start_with(config: Config, options: Options) -> Result<(Handle, Notificat
     Ok((handle, notifications))
 }
 
-/// Plain TCP (`ws://`) or TLS over TCP (`wss://`).
-type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+/// A socket's byte stream: TCP, or TLS over TCP. Boxed, so that a plain socket does not carry the size of
+/// a TLS session (about 1 KiB) inline.
+trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 
 /// The runtime-neutral glue: `async-net`, `futures-rustls`, `async-tungstenite`, `async-io` timers, and
 /// reqwest under `async-compat`.
 struct AsyncStd;
 
 impl Runtime for AsyncStd {
-    type Ws = WebSocketStream<Stream>;
+    type Ws = WebSocketStream<Box<dyn ByteStream>>;
     type Timer = async_io::Timer;
 
     fn connect(
@@ -131,28 +131,21 @@ impl Runtime for AsyncStd {
         Box::pin(async move {
             let fail = HandshakeFailure::new;
             let request = client_request(&url, &headers)?;
-            let uri = request.uri();
-            let host = uri
-                .host()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
-                .ok_or_else(|| fail(format!("bad WebSocket URL `{url}`: no host")))?;
-            let secure = is_tls(&url);
-            let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+            let (host, port, secure) = target(&url, &request)?;
             let tcp = TcpStream::connect((host.as_str(), port))
                 .await
                 .map_err(|e| fail(format!("TCP connect to {host}:{port}: {e}")))?;
             let _ = tcp.set_nodelay(true);
-            let stream = if secure {
-                let name = ServerName::try_from(host.clone())
-                    .map_err(|e| fail(format!("bad TLS server name `{host}`: {e}")))?;
-                Either::Right(tls.connect(name, tcp).await.map_err(|e| {
+            let stream: Box<dyn ByteStream> = if secure {
+                let tls = tls.connect(server_name(&host)?, tcp).await.map_err(|e| {
                     fail(format!(
                         "TLS handshake with {host}:{port} failed: {}",
                         error_chain(&e)
                     ))
-                })?)
+                })?;
+                Box::new(tls)
             } else {
-                Either::Left(tcp)
+                Box::new(tcp)
             };
             async_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await

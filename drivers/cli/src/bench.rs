@@ -23,12 +23,13 @@ use serde::Serialize;
 use crate::failure::Failure;
 use crate::settings::DriverKind;
 
-/// The tokio runtime the bench runs the tokio driver on.
+/// The executor the bench runs the driver on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RuntimeKind {
-    /// One thread, one event loop (like Node's; how floor-rust is measured)
+    /// One thread, one event loop (like Node's; how floor-rust is measured): tokio's current-thread
+    /// runtime, or one async-executor for the async-std driver
     CurrentThread,
-    /// tokio's work-stealing scheduler, one worker per core
+    /// tokio's work-stealing scheduler, one worker per core; async-std's global executor
     MultiThread,
 }
 
@@ -56,8 +57,8 @@ pub struct BenchArgs {
     /// The driver that opens the connections
     #[arg(long, value_enum, default_value_t = DriverKind::Tokio)]
     pub driver: DriverKind,
-    /// The tokio runtime (--driver tokio only) [default: current-thread: one event loop, like Node's, and
-    /// how floor-rust is measured]
+    /// The executor [default: current-thread: one event loop, like Node's, and how floor-rust is
+    /// measured]
     #[arg(long, value_enum, value_name = "FLAVOUR")]
     pub runtime: Option<RuntimeKind>,
     /// Extra trusted root certificate(s), PEM, in addition to the web roots (for a wss:// gateway with a
@@ -228,11 +229,6 @@ pub fn main(args: BenchArgs) -> Result<u8, Failure> {
             "--connections and --seconds must be at least 1 and --interval-ms at least 4",
         ));
     }
-    if args.driver == DriverKind::AsyncStd && args.runtime.is_some() {
-        return Err(Failure::config(
-            "--runtime applies to --driver tokio only (async-std runs on its global executor)",
-        ));
-    }
     let roots = match &args.ca_cert {
         Some(path) => load_roots(path)?,
         None => Vec::new(),
@@ -258,7 +254,8 @@ pub fn main(args: BenchArgs) -> Result<u8, Failure> {
     let (driver, runtime) = match (args.driver, args.runtime) {
         (DriverKind::Tokio, Some(RuntimeKind::MultiThread)) => ("tokio", "multi-thread"),
         (DriverKind::Tokio, _) => ("tokio", "current-thread"),
-        (DriverKind::AsyncStd, _) => ("async-std", "global-executor"),
+        (DriverKind::AsyncStd, Some(RuntimeKind::MultiThread)) => ("async-std", "global-executor"),
+        (DriverKind::AsyncStd, _) => ("async-std", "current-thread"),
     };
     let result = client_config(&url, interval).and_then(|config| {
         let plan = Plan {
@@ -272,7 +269,14 @@ pub fn main(args: BenchArgs) -> Result<u8, Failure> {
         let printer = ProgressPrinter::start(plan.progress.clone());
         let measured = match args.driver {
             DriverKind::Tokio => run_tokio(plan, runtime == "multi-thread"),
-            DriverKind::AsyncStd => Ok(async_std::task::block_on(measure_async_std(plan))),
+            DriverKind::AsyncStd if runtime == "current-thread" => {
+                // One async-executor on this thread (it also drives async-io's reactor while idle).
+                let ex = Arc::new(async_executor::Executor::new());
+                Ok(async_io::block_on(
+                    ex.run(measure_async_std(plan, Some(ex.clone()))),
+                ))
+            }
+            DriverKind::AsyncStd => Ok(async_std::task::block_on(measure_async_std(plan, None))),
         };
         drop(printer);
         measured
@@ -514,8 +518,8 @@ async fn measure_tokio(plan: Plan) -> Measured {
     for _ in 0..plan.concurrency {
         let (config, roots) = (plan.config.clone(), plan.roots.clone());
         set.spawn(connector(next.clone(), plan.progress.clone(), move |i| {
-            // A one-slot report channel: the bench reads no reports, so none should be kept.
-            let mut options = Options::default().seed(i as u64).reports_capacity(1);
+            // The bench reads no reports: keep none.
+            let mut options = Options::default().seed(i as u64).reports_capacity(0);
             for root in roots.iter() {
                 options = options.trust_root(root.clone());
             }
@@ -568,11 +572,28 @@ async fn measure_tokio(plan: Plan) -> Measured {
     }
 }
 
-async fn measure_async_std(plan: Plan) -> Measured {
+/// A task on `ex`, or on async-std's global executor.
+fn spawn_on<T: Send + 'static>(
+    ex: &Option<Arc<async_executor::Executor<'static>>>,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> std::pin::Pin<Box<dyn Future<Output = T> + Send>> {
+    match ex {
+        Some(ex) => Box::pin(ex.spawn(fut)),
+        None => Box::pin(async_std::task::spawn(fut)),
+    }
+}
+
+async fn measure_async_std(
+    plan: Plan,
+    ex: Option<Arc<async_executor::Executor<'static>>>,
+) -> Measured {
     use futures_lite::future;
-    use genesys_keepalive_async_std::{connect_with, Options};
-    // Start the global executor before the first reading, as the tokio runtime is built before it.
-    async_std::task::spawn(async {}).await;
+    use genesys_keepalive_async_std::{connect_with, Options, Spawner};
+    // Start the executor before the first reading, as the tokio runtime is built before it.
+    spawn_on(&ex, async {}).await;
+    let spawner = ex
+        .clone()
+        .map(|ex| Spawner::new(move |task| ex.spawn(task).detach()));
     let rss0 = rss_bytes();
     let cpu0 = cpu_seconds();
     let start = Instant::now();
@@ -582,14 +603,19 @@ async fn measure_async_std(plan: Plan) -> Measured {
     let connectors: Vec<_> = (0..plan.concurrency)
         .map(|_| {
             let (config, roots) = (plan.config.clone(), plan.roots.clone());
-            async_std::task::spawn(connector(next.clone(), plan.progress.clone(), move |i| {
-                // A one-slot report channel: the bench reads no reports, so none should be kept.
-                let mut options = Options::default().seed(i as u64).reports_capacity(1);
-                for root in roots.iter() {
-                    options = options.trust_root(root.clone());
-                }
-                connect_with(config.clone(), options)
-            }))
+            let spawner = spawner.clone();
+            spawn_on(
+                &ex,
+                connector(next.clone(), plan.progress.clone(), move |i| {
+                    // The bench reads no reports: keep none.
+                    let mut options = Options::default().seed(i as u64).reports_capacity(0);
+                    options.spawner = spawner.clone();
+                    for root in roots.iter() {
+                        options = options.trust_root(root.clone());
+                    }
+                    connect_with(config.clone(), options)
+                }),
+            )
         })
         .collect();
     let mut opened = Opened {
@@ -615,7 +641,7 @@ async fn measure_async_std(plan: Plan) -> Measured {
         .iter()
         .map(|(h, _)| {
             let h = h.clone();
-            async_std::task::spawn(async move {
+            spawn_on(&ex, async move {
                 h.shutdown().await;
             })
         })

@@ -79,8 +79,9 @@ A status line goes to stderr (live when stderr is a terminal, every 2 s otherwis
 stdout. Exit 0 when no notification was lost or duplicated, 1 otherwise.";
 
 const BENCH_LONG: &str = "\
-Open N keepalive-frame connections in this process with the tokio driver (--driver tokio, on a current-thread \
-runtime unless --runtime multi-thread) or the async-std driver (--driver async-std, on its global executor), \
+Open N keepalive-frame connections in this process with the tokio driver (--driver tokio) or the async-std \
+driver (--driver async-std), on one thread (tokio's current-thread runtime, or one async-executor) unless \
+--runtime multi-thread (tokio's work-stealing runtime, or async-std's global executor), \
 against a gateway's keep-alive WebSocket (by default a `genesys-keepalive gateway` child process, so only the \
 clients are measured; or --url, ws:// or wss://, with --ca-cert for a test CA), for S seconds with a heartbeat \
 every I ms. Prints one JSON line: connections open, heartbeats sent/acked, RSS per connection (VmRSS \

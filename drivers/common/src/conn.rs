@@ -8,8 +8,8 @@
 //! 1. perform every action the machine has queued, in order (write the one pending frame, start a request,
 //!    open, close or discard a socket, hand a notification or report to the application);
 //! 2. poll every socket (handshake, pending write and flush, then reads until none is ready: reading never
-//!    stops, so tungstenite flushes its automatic pongs) and every HTTP request, and feed what they yielded
-//!    to `handle(now, event)`, one event at a time, performing the actions after each;
+//!    stops, so tungstenite flushes its automatic pongs) and every HTTP request, feeding each event they
+//!    yield to `handle(now, event)` as it comes (the actions wait for the next round's step 1);
 //! 3. if the machine's deadline has passed by the clock, feed `Tick`; otherwise arm the timer for it.
 //!
 //! When a round yields nothing, the task sleeps until a socket, a request, the timer or a handle wakes it.
@@ -87,8 +87,6 @@ pub struct Connection<R: Runtime> {
     timer: Option<(R::Timer, Instant)>,
     /// Events the task produced itself while performing actions (a frame for a socket that is gone).
     local: Vec<Event>,
-    /// Events the sockets and requests yielded this round.
-    events: Vec<Event>,
     /// Something was published that waiters may want to see.
     notify: bool,
 }
@@ -129,7 +127,6 @@ impl<R: Runtime> Connection<R> {
             http: Vec::new(),
             timer: None,
             local: Vec::new(),
-            events: Vec::new(),
             notify: false,
         }
     }
@@ -169,6 +166,8 @@ impl<R: Runtime> Connection<R> {
                 let shown = url.split(['?', '#']).next().unwrap_or("");
                 tracing::debug!(target: "genesys_keepalive", %socket, url = shown, "connecting");
                 let io = Io::Connecting(self.rt.connect(url, headers, &self.ctx));
+                // A socket is a few hundred bytes: grow by one (a Vec would round up to four).
+                self.sockets.reserve_exact(1);
                 self.sockets.push(Sock { id: socket, io });
             }
             Action::SendFrame {
@@ -229,20 +228,27 @@ impl<R: Runtime> Connection<R> {
         })
     }
 
-    /// Polls every socket and request; what they yield goes to `self.events`.
-    fn poll_io(&mut self, cx: &mut Context<'_>) {
-        let events = &mut self.events;
-        self.sockets.retain_mut(|s| poll_socket(s, cx, events));
+    /// Polls every socket and request and feeds what they yield to the machine (its actions wait for the
+    /// next round). Returns how many events it fed.
+    fn poll_io(&mut self, inner: &mut Inner, cx: &mut Context<'_>) -> usize {
+        let now = Instant::now();
+        let mut fed = 0;
+        let mut emit = |event| {
+            inner.machine.handle(now, event);
+            fed += 1;
+        };
+        self.sockets.retain_mut(|s| poll_socket(s, cx, &mut emit));
         let mut i = 0;
         while i < self.http.len() {
             match self.http[i].1.as_mut().poll(cx) {
                 Poll::Ready(event) => {
                     drop(self.http.swap_remove(i));
-                    events.push(event);
+                    emit(event);
                 }
                 Poll::Pending => i += 1,
             }
         }
+        fed
     }
 
     /// Feeds `Tick` if the machine's deadline has passed by the clock (never on the timer's word alone);
@@ -301,15 +307,7 @@ impl<R: Runtime> Future for Connection<R> {
                 shared.publish();
                 return Poll::Ready(());
             }
-            this.poll_io(cx);
-            let mut progressed = !this.events.is_empty();
-            let now = Instant::now();
-            let mut events = std::mem::take(&mut this.events);
-            for event in events.drain(..) {
-                inner.machine.handle(now, event);
-                this.perform_all(&mut inner);
-            }
-            this.events = events;
+            let mut progressed = this.poll_io(&mut inner, cx) > 0;
             progressed |= this.poll_deadline(&mut inner, cx);
             if !progressed {
                 drop(inner);
@@ -338,7 +336,7 @@ impl<R: Runtime> Drop for Connection<R> {
 }
 
 /// Polls one socket; false when it has ended (its last event is in `events`).
-fn poll_socket<W>(s: &mut Sock<W>, cx: &mut Context<'_>, events: &mut Vec<Event>) -> bool
+fn poll_socket<W>(s: &mut Sock<W>, cx: &mut Context<'_>, emit: &mut impl FnMut(Event)) -> bool
 where
     W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
@@ -347,7 +345,7 @@ where
         match handshake.as_mut().poll(cx) {
             Poll::Pending => return true,
             Poll::Ready(Err(f)) => {
-                events.push(Event::ConnectFailed {
+                emit(Event::ConnectFailed {
                     socket,
                     status: f.status,
                     retry_after: f.retry_after,
@@ -356,7 +354,7 @@ where
                 return false;
             }
             Poll::Ready(Ok(ws)) => {
-                events.push(Event::Opened { socket });
+                emit(Event::Opened { socket });
                 s.io = Io::Open(Open {
                     ws,
                     frame: None,
@@ -371,13 +369,17 @@ where
     let Io::Open(o) = &mut s.io else {
         return true;
     };
-    poll_writes(o, socket, cx, events);
-    poll_reads(o, socket, cx, events)
+    poll_writes(o, socket, cx, emit);
+    poll_reads(o, socket, cx, emit)
 }
 
 /// Hands the pending frame (then the close frame) to the socket and flushes; reports the frame once flushed.
-fn poll_writes<W>(o: &mut Open<W>, socket: SocketId, cx: &mut Context<'_>, events: &mut Vec<Event>)
-where
+fn poll_writes<W>(
+    o: &mut Open<W>,
+    socket: SocketId,
+    cx: &mut Context<'_>,
+    emit: &mut impl FnMut(Event),
+) where
     W: Sink<Message, Error = WsError> + Unpin,
 {
     loop {
@@ -387,7 +389,7 @@ where
                 Poll::Ready(result) => {
                     o.dirty = false;
                     if let Some(frame) = o.flushing.take() {
-                        events.push(match result {
+                        emit(match result {
                             Ok(()) => Event::SendCompleted { socket, frame },
                             Err(e) => Event::SendFailed {
                                 socket,
@@ -407,7 +409,7 @@ where
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => {
                 if let Some((frame, _)) = o.frame.take() {
-                    events.push(Event::SendFailed {
+                    emit(Event::SendFailed {
                         socket,
                         frame,
                         error: ws_error(&e),
@@ -433,7 +435,7 @@ where
             Ok(()) => o.dirty = true,
             Err(e) => {
                 if let Some(frame) = o.flushing.take() {
-                    events.push(Event::SendFailed {
+                    emit(Event::SendFailed {
                         socket,
                         frame,
                         error: ws_error(&e),
@@ -449,7 +451,7 @@ fn poll_reads<W>(
     o: &mut Open<W>,
     socket: SocketId,
     cx: &mut Context<'_>,
-    events: &mut Vec<Event>,
+    emit: &mut impl FnMut(Event),
 ) -> bool
 where
     W: Stream<Item = Result<Message, WsError>> + Unpin,
@@ -458,14 +460,14 @@ where
         let (code, reason) = match Pin::new(&mut o.ws).poll_next(cx) {
             Poll::Pending => return true,
             Poll::Ready(Some(Ok(Message::Text(text)))) => {
-                events.push(Event::FrameReceived {
+                emit(Event::FrameReceived {
                     socket,
                     text: text.as_str().to_owned(),
                 });
                 continue;
             }
             Poll::Ready(Some(Ok(Message::Binary(data)))) => {
-                events.push(Event::BinaryReceived {
+                emit(Event::BinaryReceived {
                     socket,
                     data: data.to_vec(),
                 });
@@ -494,13 +496,13 @@ where
             },
         };
         if let Some(frame) = o.flushing.take() {
-            events.push(Event::SendFailed {
+            emit(Event::SendFailed {
                 socket,
                 frame,
                 error: reason.clone(),
             });
         }
-        events.push(Event::Closed {
+        emit(Event::Closed {
             socket,
             code,
             reason,

@@ -191,7 +191,12 @@ impl ReportRing {
             buf: VecDeque::new(),
             first: 0,
             capacity,
-            cursors: vec![Some(0)],
+            // Slot 0: the first receiver, kept from the start unless nothing is to be kept at all.
+            cursors: if capacity > 0 {
+                vec![Some(0)]
+            } else {
+                Vec::new()
+            },
             first_untaken: capacity > 0,
         }
     }

@@ -13,9 +13,10 @@ use tungstenite::http::{HeaderName, HeaderValue};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Error as WsError;
 
-/// Initial read buffer per socket: a heartbeat ack is about 100 bytes, a notification a few hundred;
-/// larger messages grow it on demand (see BENCHMARKS.md).
-pub const READ_BUFFER_BYTES: usize = 1024;
+/// Read buffer per socket, and the most read in one call: a heartbeat or an ack is 20-400 bytes; a larger
+/// message makes tungstenite reserve its whole length, so it still arrives in two reads. (Measured per
+/// connection in BENCHMARKS.md: tungstenite zero-fills the whole buffer, so every byte here is RSS.)
+pub const READ_BUFFER_BYTES: usize = 512;
 
 /// What every socket of a connection needs: the shared TLS configuration and the WebSocket settings.
 #[derive(Clone)]
@@ -58,10 +59,23 @@ impl HandshakeFailure {
     }
 }
 
-/// True for a `wss://` URL: the socket needs TLS. (Whether a URL may be connected to at all is the core's
-/// decision, made before it asks for the connect.)
-pub fn is_tls(url: &str) -> bool {
-    url.starts_with("wss://")
+/// Where a handshake `request` for `url` connects: host, port, and whether it needs TLS (`wss://`).
+/// (Whether a URL may be connected to at all is the core's decision, made before it asks for the connect.)
+pub fn target(url: &str, request: &Request) -> Result<(String, u16, bool), HandshakeFailure> {
+    let tls = url.starts_with("wss://");
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        .ok_or_else(|| HandshakeFailure::new(format!("bad WebSocket URL `{url}`: no host")))?;
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok((host, port, tls))
+}
+
+/// The TLS server name for `host`.
+pub fn server_name(host: &str) -> Result<rustls_pki_types::ServerName<'static>, HandshakeFailure> {
+    rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| HandshakeFailure::new(format!("bad TLS server name `{host}`: {e}")))
 }
 
 /// The client handshake request for `url` with the core's `headers` (an invalid one is named, its value is

@@ -47,12 +47,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use genesys_keepalive::{Config, Event, Headers, HttpRequest};
+use genesys_keepalive_driver_common::http::{self, error_chain};
 use genesys_keepalive_driver_common::socket::{
-    client_request, handshake_error, HandshakeFailure, SocketContext,
+    client_request, handshake_error, server_name, target, HandshakeFailure, SocketContext,
 };
-use genesys_keepalive_driver_common::{http, BoxFuture, Runtime};
+use genesys_keepalive_driver_common::{BoxFuture, Runtime};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 pub use genesys_keepalive;
 pub use genesys_keepalive_driver_common::{
@@ -96,11 +98,17 @@ pub fn start_with(config: Config, options: Options) -> Result<(Handle, Notificat
     Ok((handle, notifications))
 }
 
-/// The tokio glue: sockets from tokio-tungstenite, timers from `tokio::time`, HTTP as is.
+/// A socket's byte stream: TCP, or TLS over TCP. Boxed, so that a plain socket does not carry the size of
+/// a TLS session (about 1 KiB) inline.
+trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+
+/// The tokio glue: TCP from tokio, TLS from tokio-rustls, WebSockets from tokio-tungstenite, timers from
+/// `tokio::time`, HTTP as is.
 struct Tokio;
 
 impl Runtime for Tokio {
-    type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+    type Ws = WebSocketStream<Box<dyn ByteStream>>;
     type Timer = Pin<Box<tokio::time::Sleep>>;
 
     fn connect(
@@ -109,11 +117,28 @@ impl Runtime for Tokio {
         headers: Headers,
         ctx: &SocketContext,
     ) -> BoxFuture<Result<Self::Ws, HandshakeFailure>> {
-        let tls = Connector::Rustls(ctx.tls.clone());
+        let tls = tokio_rustls::TlsConnector::from(ctx.tls.clone());
         let config = ctx.ws;
         Box::pin(async move {
+            let fail = HandshakeFailure::new;
             let request = client_request(&url, &headers)?;
-            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(tls))
+            let (host, port, secure) = target(&url, &request)?;
+            let tcp = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| fail(format!("TCP connect to {host}:{port}: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            let stream: Box<dyn ByteStream> = if secure {
+                let tls = tls.connect(server_name(&host)?, tcp).await.map_err(|e| {
+                    fail(format!(
+                        "TLS handshake with {host}:{port} failed: {}",
+                        error_chain(&e)
+                    ))
+                })?;
+                Box::new(tls)
+            } else {
+                Box::new(tcp)
+            };
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
                 .map(|(ws, _response)| ws)
                 .map_err(handshake_error)
