@@ -388,7 +388,7 @@ impl KeepAliveMachine {
         let action = self.actions.pop_front();
         if self.actions.is_empty() && self.actions.capacity() > ACTIONS_KEPT {
             // A burst (connecting, a rollover) grew the queue; a steady connection needs a few slots.
-            self.actions.shrink_to(ACTIONS_KEPT);
+            self.actions = VecDeque::with_capacity(ACTIONS_KEPT);
         }
         action
     }
