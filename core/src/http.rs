@@ -115,7 +115,8 @@ pub struct HttpResponse {
 }
 
 /// `Authorization: Basic base64(id:secret)` for the token request.
-pub(crate) fn basic_auth(client_id: &str, secret: &Secret) -> String {
+#[doc(hidden)] // the simulated gateway checks it
+pub fn basic_auth(client_id: &str, secret: &Secret) -> String {
     let raw = format!("{client_id}:{}", secret.expose());
     format!(
         "Basic {}",

@@ -54,8 +54,6 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
-#[cfg(feature = "check")]
-pub mod check;
 pub mod config;
 pub mod event;
 pub mod frames;
@@ -66,8 +64,6 @@ pub mod machine;
 pub mod region;
 pub mod rng;
 pub mod secret;
-#[cfg(feature = "sim")]
-pub mod sim;
 pub mod stats;
 pub mod time;
 pub mod timers;

@@ -1,18 +1,18 @@
 //! Randomized invariant test: thousands of seeded random `Op` sequences through
-//! `genesys_keepalive::check::FuzzHarness`, under both profiles, with every invariant of
-//! `genesys_keepalive::check::Checker` checked after every step. The same harness backs the
+//! `genesys_keepalive_sim::check::FuzzHarness`, under both profiles, with every invariant of
+//! `genesys_keepalive_sim::check::Checker` checked after every step. The same harness backs the
 //! `machine_events` fuzz target; this runs it on stable Rust under plain `cargo test`.
 //!
 //! Replay one failing case with `INVARIANTS_SEED=<seed> cargo test -p genesys-keepalive --test invariants
 //! -- --nocapture`: it prints the ops, events and actions up to the violation.
 
 use arbitrary::{Arbitrary, Unstructured};
-use genesys_keepalive::check::{
+use genesys_keepalive::rng::Rng;
+use genesys_keepalive::ProfileKind;
+use genesys_keepalive_sim::check::{
     Echo, FuzzHarness, HttpReply, InFrame, Op, RequestPick, SocketPick, TimeStep, TopicPick,
     Violation,
 };
-use genesys_keepalive::rng::Rng;
-use genesys_keepalive::ProfileKind;
 
 /// Sequences per profile (`INVARIANTS_CASES` overrides).
 const CASES: u64 = 2_000;

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use genesys_keepalive::sim::{self, Fault, Scenario};
+//! use genesys_keepalive_sim::{self as sim, Fault, Scenario};
 //!
 //! let mut scenario = Scenario::notifications(42, Duration::from_secs(600));
 //! scenario.publish_every = Some(Duration::from_secs(5));
@@ -26,13 +26,14 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use crate::config::{Config, ProfileKind};
-use crate::event::{Action, AlertEvent, Event, RequestId, SocketId, StopReason};
-use crate::http::{Headers, HttpRequest, HttpResponse};
-use crate::machine::{KeepAliveMachine, State};
-use crate::rng::Rng;
-use crate::secret::Secret;
-use crate::stats::Stats;
+use genesys_keepalive::frames::PING_FRAME;
+use genesys_keepalive::rng::Rng;
+use genesys_keepalive::{
+    Action, AlertEvent, Config, Event, Headers, HttpRequest, HttpResponse, KeepAliveMachine,
+    Method, ProfileKind, RequestId, Secret, SocketId, State, Stats, StopReason,
+};
+
+use crate::{describe_event, is_heartbeat};
 
 /// A scripted change to the network or the gateway.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +141,27 @@ impl Scenario {
             publish_every: None,
             record_trace: true,
         }
+    }
+
+    /// Your own `config` against the simulated gateway of its profile: its endpoints (API, login, socket
+    /// URL) are pointed at the simulation and the gateway accepts its credentials; every interval,
+    /// timeout, threshold and topic stays as you set it.
+    pub fn for_config(config: Config, seed: u64, duration: Duration) -> Self {
+        let mut sc = match config.profile {
+            ProfileKind::Notifications => Scenario::notifications(seed, duration),
+            ProfileKind::KeepaliveFrame => Scenario::keepalive_frame(seed, duration),
+        };
+        let sim = std::mem::replace(&mut sc.config, config);
+        if let (Some(id), Some(secret)) = (&sc.config.client_id, &sc.config.client_secret) {
+            sc.gateway.client_id = id.clone();
+            sc.gateway.client_secret = secret.expose().to_owned();
+        }
+        sc.config.api_base = sim.api_base;
+        sc.config.login_base = sim.login_base;
+        if sc.config.profile == ProfileKind::KeepaliveFrame {
+            sc.config.url = sim.url;
+        }
+        sc
     }
 
     /// The keepalive-frame profile against a simulated in-house gateway (no server heartbeats).
@@ -460,9 +482,8 @@ impl Sim<'_> {
                         error: "socket closed".into(),
                     }
                 };
-                let is_heartbeat =
-                    text == crate::frames::PING_FRAME || text.contains("\"KEEP_ALIVE\"");
-                if is_heartbeat && open {
+                let heartbeat = is_heartbeat(&text);
+                if heartbeat && open {
                     if let Some(prev) = self.last_heartbeat.insert(socket, self.now) {
                         let gap = self.now.saturating_duration_since(prev);
                         self.summary.max_heartbeat_gap = self.summary.max_heartbeat_gap.max(gap);
@@ -471,7 +492,7 @@ impl Sim<'_> {
                     }
                 }
                 self.schedule(self.now, Item::ToMachine(ev));
-                if open && !(is_heartbeat && self.lost()) {
+                if open && !(heartbeat && self.lost()) {
                     let mut at = self.now + self.one_way();
                     if let Some(s) = self.sockets.get_mut(&socket) {
                         at = at.max(s.last_to_gateway);
@@ -579,7 +600,7 @@ impl Sim<'_> {
             .unwrap_or(&req.url);
         let path = path.find('/').map(|i| &path[i..]).unwrap_or("/").to_owned();
         if path == "/oauth/token" {
-            let want = crate::http::basic_auth(
+            let want = genesys_keepalive::http::basic_auth(
                 &self.sc.gateway.client_id,
                 &Secret::new(self.sc.gateway.client_secret.clone()),
             );
@@ -631,7 +652,7 @@ impl Sim<'_> {
                         None,
                     );
                 };
-                if req.method == crate::http::Method::Put {
+                if req.method == Method::Put {
                     set.clear();
                 }
                 set.extend(topics.iter().cloned());
@@ -791,7 +812,7 @@ impl Sim<'_> {
                     return;
                 }
                 s.last_client_frame = self.now;
-                if text == crate::frames::PING_FRAME {
+                if text == PING_FRAME {
                     self.gateway_send(
                         socket,
                         r#"{"topicName":"channel.metadata","eventBody":{"message":"pong"}}"#.into(),
@@ -1024,16 +1045,6 @@ impl Sim<'_> {
             summary: self.summary,
             stats: self.machine.stats(),
         }
-    }
-}
-
-fn describe_event(e: &Event) -> String {
-    match e {
-        Event::FrameReceived { socket, text } => format!("frame {socket} {text}"),
-        Event::HttpResponse(r) => {
-            format!("http {} {} ({} bytes)", r.request.0, r.status, r.body.len())
-        }
-        other => format!("{other:?}"),
     }
 }
 
