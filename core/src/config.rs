@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::region::{Region, UnknownRegion};
 use crate::secret::Secret;
 
+/// The smallest `max_payload_bytes` that fits a heartbeat frame.
+pub const MIN_PAYLOAD_BYTES: usize = 384;
+
 /// Which wire protocol the machine speaks on the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -353,13 +356,12 @@ impl Config {
         if self.max_missed_acks == 0 {
             bad("max_missed_acks", "must be at least 1".into());
         }
-        if self.max_payload_bytes < crate::frames::MIN_PAYLOAD_BYTES {
+        if self.max_payload_bytes < MIN_PAYLOAD_BYTES {
             bad(
                 "max_payload_bytes",
                 format!(
                     "{} is too small for a heartbeat frame; at least {}",
-                    self.max_payload_bytes,
-                    crate::frames::MIN_PAYLOAD_BYTES
+                    self.max_payload_bytes, MIN_PAYLOAD_BYTES
                 ),
             );
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::event::RequestId;
+use crate::ids::RequestId;
 use crate::secret::Secret;
 
 /// HTTP methods the machine uses.

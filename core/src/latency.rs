@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Recent RTT samples and recent heartbeat outcomes (answered or lost).
 #[derive(Debug, Clone)]
-pub struct LatencyWindow {
+pub(crate) struct LatencyWindow {
     capacity: usize,
     rtts_us: VecDeque<u64>,
     rtt_sum_us: u64,
@@ -85,16 +85,6 @@ impl LatencyWindow {
         self.rtts_us.len()
     }
 
-    /// The last RTT sample in ms.
-    pub fn last_ms(&self) -> Option<f64> {
-        self.rtts_us.back().map(|us| *us as f64 / 1000.0)
-    }
-
-    /// The `p`-th percentile (0-100) RTT in ms, nearest rank (0 with no samples).
-    pub fn percentile_ms(&self, p: f64) -> f64 {
-        self.percentiles_ms([p])[0]
-    }
-
     /// Several percentiles (0-100) in ms from one sorted copy of the window (0 with no samples).
     pub fn percentiles_ms<const N: usize>(&self, ps: [f64; N]) -> [f64; N] {
         if self.rtts_us.is_empty() {
@@ -129,8 +119,7 @@ mod tests {
         }
         assert_eq!(w.samples(), 3);
         assert!((w.avg_ms() - 300.0).abs() < 1e-9);
-        assert_eq!(w.percentile_ms(50.0), 300.0);
-        assert_eq!(w.percentile_ms(99.0), 400.0);
+        assert_eq!(w.percentiles_ms([50.0, 99.0]), [300.0, 400.0]);
     }
 
     #[test]

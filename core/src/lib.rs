@@ -53,30 +53,46 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod backoff;
+// What an application or a driver uses: the root re-exports below, plus `config::check_scheme`,
+// `http::parse_retry_after` and the wire format in `frames`.
 pub mod config;
-pub mod event;
 pub mod frames;
-pub mod histogram;
 pub mod http;
-pub mod latency;
-pub mod machine;
-pub mod region;
+
+mod event;
+mod histogram;
+mod ids;
+mod latency;
+mod machine;
+mod region;
+mod secret;
+mod state;
+mod stats;
+mod token;
+
+// Building blocks only the core's own tests, benches and the simulator crate reach for: not API.
+#[doc(hidden)]
+pub mod backoff;
+#[doc(hidden)]
 pub mod rng;
-pub mod secret;
-pub mod stats;
+#[doc(hidden)]
 pub mod time;
+#[doc(hidden)]
 pub mod timers;
-pub mod token;
 
 pub use config::{Config, ConfigBuilder, ConfigError, IntervalMatrix, ProfileKind, Violation};
 pub use event::{
-    Action, Alert, AlertEvent, AlertMetrics, AuditEntry, AuditEvent, Event, FrameId, Notification,
-    RequestId, SocketId, StopReason,
+    Action, Alert, AlertEvent, AlertMetrics, AuditEntry, AuditEvent, Event, Notification,
+    StopReason,
 };
 pub use histogram::Histogram;
 pub use http::{Headers, HttpRequest, HttpResponse, Method};
-pub use machine::{KeepAliveMachine, State};
+pub use ids::{FrameId, RequestId, SocketId};
+pub use machine::{
+    KeepAliveMachine, CHANNEL_LIFETIME, CLOSE_CONNECT_TIMEOUT, CLOSE_DEAD_PEER, CLOSE_ROLLOVER,
+    CLOSE_SEND_FAILED,
+};
 pub use region::{Region, UnknownRegion, REGIONS};
 pub use secret::Secret;
+pub use state::State;
 pub use stats::Stats;

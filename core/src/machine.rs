@@ -15,18 +15,18 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
-
 use crate::backoff::Backoff;
 use crate::config::{Config, ProfileKind};
 use crate::event::{
-    Action, Alert, AlertEvent, AlertMetrics, AuditEntry, AuditEvent, Event, FrameId, Notification,
-    RequestId, SocketId, StopReason,
+    Action, Alert, AlertEvent, AlertMetrics, AuditEntry, AuditEvent, Event, Notification,
+    StopReason,
 };
 use crate::frames::{self, Inbound, IntervalInfo, KeepAlivePayload, SizeDirective};
 use crate::http::{self, Headers, HttpRequest, HttpResponse, Method};
+use crate::ids::{FrameId, RequestId, SocketId};
 use crate::latency::LatencyWindow;
 use crate::rng::Rng;
+use crate::state::State;
 use crate::stats::Stats;
 use crate::time::WallClock;
 use crate::timers::{Timer, TimerTable};
@@ -49,42 +49,6 @@ const ROLLOVER_LINGER: Duration = Duration::from_secs(5);
 const ISSUED_TOKENS_KEPT: usize = 64;
 /// How long a graceful shutdown waits for the peer's close frame.
 const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
-
-/// The connection state (the seed's names, plus CONNECTING and STOPPED).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum State {
-    /// First connection: setting up, or open and waiting for the first ack.
-    #[default]
-    Connecting,
-    /// Healthy.
-    Stable,
-    /// Average RTT above the threshold: heartbeats come faster.
-    Degraded,
-    /// The connection was lost: waiting to retry, setting up, or open and waiting for the first ack.
-    Reconnecting,
-    /// Stopped for good (shutdown, or a terminal failure).
-    Stopped,
-}
-
-impl State {
-    /// The seed's name, e.g. `STABLE`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            State::Connecting => "CONNECTING",
-            State::Stable => "STABLE",
-            State::Degraded => "DEGRADED",
-            State::Reconnecting => "RECONNECTING",
-            State::Stopped => "STOPPED",
-        }
-    }
-}
-
-impl std::fmt::Display for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What a frame in the send queue is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
