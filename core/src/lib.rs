@@ -52,6 +52,7 @@
 //! (oldest deadline first), then the event itself is processed.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![warn(clippy::too_many_lines)]
 
 // What an application or a driver uses: the root re-exports below, plus `config::check_scheme`,
 // `http::parse_retry_after` and the wire format in `frames`.
