@@ -4,11 +4,11 @@ use std::fmt;
 
 use serde::Serialize;
 
-/// Names one WebSocket the machine asked for with [`Action::Connect`]. During a rollover two are open at once.
+/// Names one WebSocket the machine asked for with [`Action::Connect`](crate::Action::Connect). During a rollover two are open at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct SocketId(pub u64);
 
-/// Names one outbound frame, so the driver can report it written ([`Event::SendCompleted`]).
+/// Names one outbound frame, so the driver can report it written ([`Event::SendCompleted`](crate::Event::SendCompleted)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct FrameId(pub u64);
 

@@ -5,8 +5,22 @@
 //! rollover without losing a notification, audit entries and alerts.
 //!
 //! [`KeepAliveMachine`] does no IO, reads no clock and draws no OS randomness: time comes in as arguments,
-//! randomness from a seed. A driver (tokio, async-std, or the [`sim`] module) performs its [`Action`]s and
-//! reports what happened as [`Event`]s.
+//! randomness from a seed. A driver (tokio, async-std, or the simulator in the `genesys-keepalive-sim`
+//! crate) performs its [`Action`]s and reports what happened as [`Event`]s.
+//!
+//! ## Reading the source, in the order an event travels
+//! 1. `event.rs`: the [`Event`]s a driver reports and the [`Action`]s it performs (ids in `ids.rs`).
+//! 2. `machine/mod.rs`: [`KeepAliveMachine::handle`] fires the due timers (`timers.rs`), then dispatches
+//!    the event to the concern it belongs to.
+//! 3. One file per concern in `machine/`: `setup.rs` (token → channel → subscriptions → socket, one
+//!    explicit state), `reconnect.rs` (backoff, rollover), `heartbeat.rs` (heartbeats, acks, RTT, dead
+//!    peer), `inbound.rs` (what a frame means, via `frames.rs`), `rest.rs` (requests and answers, via
+//!    `http.rs`), `sockets.rs` (closing and discarded sockets).
+//! 4. `machine/records.rs`: every decision leaves as an [`Action`] on one queue (audit entries, alerts
+//!    and state changes included), drained by [`KeepAliveMachine::poll_action`].
+//!
+//! Around it: `config.rs` (validated once, at `new`), `state.rs`, `stats.rs`, and the small pure parts
+//! (`backoff.rs`, `latency.rs`, `token.rs`, `time.rs`, `rng.rs`, `histogram.rs`).
 //!
 //! ## The run loop
 //! After **every** input, drain the actions, then sleep until [`KeepAliveMachine::poll_timeout`] and feed an

@@ -132,6 +132,11 @@ impl Scenario {
             .login_base("https://login.sim.invalid")
             .topic("v2.users.sim.presence")
             .build_unchecked();
+        Scenario::with(config, gateway, seed, duration)
+    }
+
+    /// A scenario with no faults and no publishing, recording its trace.
+    fn with(config: Config, gateway: GatewaySpec, seed: u64, duration: Duration) -> Self {
         Scenario {
             config,
             seed,
@@ -179,15 +184,7 @@ impl Scenario {
             )
             .login_base("https://login.sim.invalid")
             .build_unchecked();
-        Scenario {
-            config,
-            seed,
-            duration,
-            gateway,
-            faults: Vec::new(),
-            publish_every: None,
-            record_trace: true,
-        }
+        Scenario::with(config, gateway, seed, duration)
     }
 }
 

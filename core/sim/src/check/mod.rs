@@ -293,6 +293,13 @@ impl Checker {
         self.tokens.keys().map(|s| s.as_str())
     }
 
+    /// The sockets in `phase` that the machine has not closed.
+    fn live(&self, phase: Phase) -> Vec<SocketId> {
+        let sockets = self.sockets.iter();
+        let live = sockets.filter(|(_, s)| s.live() && s.phase == phase);
+        live.map(|(id, _)| *id).collect()
+    }
+
     fn fail(&self, invariant: Invariant, message: impl Into<String>) -> Result<(), Violation> {
         Err(Violation {
             invariant,
@@ -469,18 +476,7 @@ impl Checker {
                         format!("Connect reuses {socket}"),
                     );
                 }
-                let pending: Vec<SocketId> = self
-                    .sockets
-                    .iter()
-                    .filter(|(_, s)| s.live() && s.phase == Phase::Pending)
-                    .map(|(id, _)| *id)
-                    .collect();
-                let open: Vec<SocketId> = self
-                    .sockets
-                    .iter()
-                    .filter(|(_, s)| s.live() && s.phase == Phase::Open)
-                    .map(|(id, _)| *id)
-                    .collect();
+                let (pending, open) = (self.live(Phase::Pending), self.live(Phase::Open));
                 if !pending.is_empty() || open.len() > 1 {
                     return self.fail(
                         Invariant::OneConnectAttempt,
@@ -807,18 +803,7 @@ impl Checker {
                 ),
             );
         }
-        let pending: Vec<SocketId> = self
-            .sockets
-            .iter()
-            .filter(|(_, s)| s.live() && s.phase == Phase::Pending)
-            .map(|(id, _)| *id)
-            .collect();
-        let open: Vec<SocketId> = self
-            .sockets
-            .iter()
-            .filter(|(_, s)| s.live() && s.phase == Phase::Open)
-            .map(|(id, _)| *id)
-            .collect();
+        let (pending, open) = (self.live(Phase::Pending), self.live(Phase::Open));
         if pending.len() > 1 || open.len() > 1 {
             return self.fail(
                 Invariant::OneConnectAttempt,
