@@ -7,6 +7,7 @@
 //! - [`run`] plays a [`Scenario`] (a config, a gateway, a schedule of [`Fault`]s) and returns a
 //!   [`SimReport`]: the trace, the machine's [`Stats`](genesys_keepalive::Stats) and a [`Summary`] of the
 //!   timing claims (heartbeat gaps, reconnect delays, lost and duplicated notifications).
+//! - [`genesys`] is the one model of the Genesys REST API both answer the machine with.
 //! - [`check`] holds the invariant checker and the fuzz harness the fuzz targets and the randomized tests
 //!   use.
 //!
@@ -43,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod genesys;
 mod simulator;
 
 pub use simulator::{run, Fault, GatewaySpec, Scenario, SimReport, Summary, TraceEntry};

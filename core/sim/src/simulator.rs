@@ -33,6 +33,7 @@ use genesys_keepalive::{
     Method, ProfileKind, RequestId, Secret, SocketId, State, Stats, StopReason,
 };
 
+use crate::genesys::{self, Endpoint};
 use crate::{describe_event, is_heartbeat};
 
 /// A scripted change to the network or the gateway.
@@ -590,83 +591,57 @@ impl Sim<'_> {
             );
             return;
         }
-        let path = req
-            .url
-            .split_once("://")
-            .map(|(_, r)| r)
-            .unwrap_or(&req.url);
-        let path = path.find('/').map(|i| &path[i..]).unwrap_or("/").to_owned();
-        if path == "/oauth/token" {
-            let want = genesys_keepalive::http::basic_auth(
-                &self.sc.gateway.client_id,
-                &Secret::new(self.sc.gateway.client_secret.clone()),
-            );
-            if req.headers.get("authorization") != Some(want.as_str()) {
-                return self.respond(
-                    req.id,
-                    401,
-                    r#"{"error":"invalid_client","description":"bad credentials"}"#.into(),
-                    None,
-                );
+        match Endpoint::of(&req.url) {
+            Endpoint::Token => self.token(&req),
+            _ if !self.bearer_ok(&req.headers) => {
+                let body = genesys::error_body("invalid_token", "token expired");
+                self.respond(req.id, 401, body, None)
             }
-            self.token_serial += 1;
-            let token = format!("tok-{}-{}", self.token_serial, self.rng.next_u64());
-            self.tokens
-                .insert(token.clone(), self.now + self.sc.gateway.token_lifetime);
-            self.summary.tokens_issued += 1;
-            let body = format!(
-                r#"{{"access_token":"{token}","token_type":"bearer","expires_in":{}}}"#,
-                self.sc.gateway.token_lifetime.as_secs()
-            );
-            return self.respond(req.id, 200, body, None);
-        }
-        if !self.bearer_ok(&req.headers) {
-            return self.respond(req.id, 401, r#"{"message":"token expired"}"#.into(), None);
-        }
-        if path == "/api/v2/notifications/channels" {
-            self.channel_serial += 1;
-            let id = format!("ch{}", self.channel_serial);
-            self.channels.insert(id.clone(), HashSet::new());
-            let body = format!(
-                r#"{{"connectUri":"wss://streaming.sim.invalid/channels/{id}","id":"{id}","expires":"2026-12-01T00:00:00Z"}}"#
-            );
-            return self.respond(req.id, 200, body, None);
-        }
-        if let Some(rest) = path.strip_prefix("/api/v2/notifications/channels/") {
-            if let Some(id) = rest.strip_suffix("/subscriptions") {
-                let topics: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(
-                    req.body.as_deref().unwrap_or("[]"),
-                )
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|v| v["id"].as_str().map(str::to_owned))
-                .collect();
-                let Some(set) = self.channels.get_mut(id) else {
-                    return self.respond(
-                        req.id,
-                        404,
-                        r#"{"message":"channel not found"}"#.into(),
-                        None,
-                    );
+            Endpoint::CreateChannel => {
+                self.channel_serial += 1;
+                let id = format!("ch{}", self.channel_serial);
+                self.channels.insert(id.clone(), HashSet::new());
+                let uri = format!("wss://streaming.sim.invalid/channels/{id}");
+                let body = genesys::channel_body(&id, &uri, "2026-12-01T00:00:00Z");
+                self.respond(req.id, 200, body, None)
+            }
+            Endpoint::Subscriptions { channel_id } => {
+                let topics = genesys::requested_topics(req.body.as_deref());
+                let Some(set) = self.channels.get_mut(channel_id) else {
+                    let body = genesys::error_body("not.found", "channel not found");
+                    return self.respond(req.id, 404, body, None);
                 };
                 if req.method == Method::Put {
                     set.clear();
                 }
                 set.extend(topics.iter().cloned());
-                let entities: Vec<String> = topics
-                    .iter()
-                    .map(|t| format!(r#"{{"id":"{t}","state":"Permitted"}}"#))
-                    .collect();
-                let body = format!(r#"{{"entities":[{}]}}"#, entities.join(","));
-                return self.respond(req.id, 200, body, None);
+                let body = genesys::subscriptions_body(&topics, |_| false);
+                self.respond(req.id, 200, body, None)
+            }
+            Endpoint::Unknown => {
+                let body = genesys::error_body("not.found", "no such endpoint");
+                self.respond(req.id, 404, body, None)
             }
         }
-        self.respond(
-            req.id,
-            404,
-            r#"{"message":"no such endpoint"}"#.into(),
-            None,
+    }
+
+    /// The token endpoint: the gateway's client credentials get a token that lives `token_lifetime`.
+    fn token(&mut self, req: &HttpRequest) {
+        let want = genesys_keepalive::http::basic_auth(
+            &self.sc.gateway.client_id,
+            &Secret::new(self.sc.gateway.client_secret.clone()),
         );
+        if req.headers.get("authorization") != Some(want.as_str()) {
+            let body = genesys::error_body("invalid_client", "bad credentials");
+            return self.respond(req.id, 401, body, None);
+        }
+        self.token_serial += 1;
+        let token = format!("tok-{}-{}", self.token_serial, self.rng.next_u64());
+        let lifetime = self.sc.gateway.token_lifetime;
+        self.tokens.insert(token.clone(), self.now + lifetime);
+        self.summary.tokens_issued += 1;
+        let body = genesys::token_body(&token, Some(lifetime.as_secs()));
+        self.respond(req.id, 200, body, None);
     }
 
     fn connect(&mut self, socket: SocketId, url: &str, headers: &Headers) {

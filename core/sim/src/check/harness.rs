@@ -9,6 +9,7 @@ use genesys_keepalive::{
 
 use super::{Checker, Violation};
 use crate::describe_event;
+use crate::genesys::{self, Endpoint};
 
 /// How far the virtual clock moves (then a `Tick` is fed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -583,62 +584,39 @@ impl FuzzHarness {
             OkBody::Garbage => return b"<html>gateway</html>".to_vec(),
             _ => TokenLife::Day,
         };
-        if url.ends_with("/oauth/token") {
-            self.issued += 1;
-            let token = format!("tok{}x{:x}", self.issued, self.seed);
-            self.last_token = Some(token.clone());
-            let expires = match life {
-                TokenLife::OneSecond => Some(1),
-                TokenLife::Seconds(s) => Some(2 + s as u64),
-                TokenLife::Hour => Some(3_600),
-                TokenLife::Day => Some(86_399),
-                TokenLife::Missing => None,
-            };
-            let mut v = serde_json::json!({ "access_token": token, "token_type": "bearer" });
-            if let Some(e) = expires {
-                v["expires_in"] = e.into();
+        let text = match Endpoint::of(url) {
+            Endpoint::Token => {
+                self.issued += 1;
+                let token = format!("tok{}x{:x}", self.issued, self.seed);
+                self.last_token = Some(token.clone());
+                let expires = match life {
+                    TokenLife::OneSecond => Some(1),
+                    TokenLife::Seconds(s) => Some(2 + s as u64),
+                    TokenLife::Hour => Some(3_600),
+                    TokenLife::Day => Some(86_399),
+                    TokenLife::Missing => None,
+                };
+                genesys::token_body(&token, expires)
             }
-            return v.to_string().into_bytes();
-        }
-        if url.ends_with("/notifications/channels") {
-            self.channels += 1;
-            let id = format!("streaming-{}-{:x}", self.channels, self.seed);
-            let scheme = if body == OkBody::InsecureUri {
-                "ws"
-            } else {
-                "wss"
-            };
-            return serde_json::json!({
-                "connectUri": format!("{scheme}://streaming.mypurecloud.com/channels/{id}"),
-                "id": id,
-                "expires": "2030-01-01T00:00:00.000Z",
-            })
-            .to_string()
-            .into_bytes();
-        }
-        if url.contains("/subscriptions") {
-            let topics: Vec<serde_json::Value> = req
-                .and_then(|r| r.body.as_deref())
-                .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-                .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default();
-            let entities: Vec<serde_json::Value> = topics
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let mut e =
-                        serde_json::json!({ "id": t.get("id").cloned().unwrap_or_default() });
-                    if i == 0 && body == OkBody::RejectedTopic {
-                        e["state"] = "Rejected".into();
-                    }
-                    e
-                })
-                .collect();
-            return serde_json::json!({ "entities": entities })
-                .to_string()
-                .into_bytes();
-        }
-        b"{}".to_vec()
+            Endpoint::CreateChannel => {
+                self.channels += 1;
+                let id = format!("streaming-{}-{:x}", self.channels, self.seed);
+                let scheme = if body == OkBody::InsecureUri {
+                    "ws"
+                } else {
+                    "wss"
+                };
+                let uri = format!("{scheme}://streaming.mypurecloud.com/channels/{id}");
+                genesys::channel_body(&id, &uri, "2030-01-01T00:00:00.000Z")
+            }
+            Endpoint::Subscriptions { .. } => {
+                let topics = genesys::requested_topics(req.and_then(|r| r.body.as_deref()));
+                let reject_first = body == OkBody::RejectedTopic;
+                genesys::subscriptions_body(&topics, |i| i == 0 && reject_first)
+            }
+            Endpoint::Unknown => "{}".to_owned(),
+        };
+        text.into_bytes()
     }
 
     fn reply(&mut self, to: RequestPick, reply: HttpReply) -> Result<(), Violation> {
@@ -646,11 +624,7 @@ impl FuzzHarness {
             return self.feed(Event::Tick);
         };
         let mut headers = Headers::new();
-        let err = |code: &str, echo: String| {
-            serde_json::json!({ "error": code, "message": echo })
-                .to_string()
-                .into_bytes()
-        };
+        let err = |code: &str, echo: String| genesys::error_body(code, &echo).into_bytes();
         let (status, body) = match reply {
             HttpReply::Ok(b) => (200, self.ok_body(req.as_ref(), b)),
             HttpReply::BadRequest(e) => (400, err("invalid_request", self.echo(e))),
