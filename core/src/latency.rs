@@ -94,7 +94,8 @@ impl LatencyWindow {
         v.sort_unstable();
         ps.map(|p| {
             let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-            v[rank.clamp(1, v.len()) - 1] as f64 / 1000.0
+            let at = rank.clamp(1, v.len()) - 1;
+            v.get(at).map_or(0.0, |us| *us as f64 / 1000.0)
         })
     }
 

@@ -247,12 +247,7 @@ impl KeepAliveMachine {
     fn after_stop(&mut self, event: Event) {
         let leftover = match &event {
             Event::Tick | Event::Shutdown => true,
-            Event::Closed { socket, .. } => {
-                let known = self.is_closing(*socket) || self.was_discarded(*socket);
-                self.forget_closing(*socket);
-                self.sockets.discarded.retain(|s| s != socket);
-                known
-            }
+            Event::Closed { socket, .. } => self.forget_socket(*socket),
             Event::Opened { socket }
             | Event::FrameReceived { socket, .. }
             | Event::BinaryReceived { socket, .. }

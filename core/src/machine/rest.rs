@@ -134,6 +134,12 @@ impl KeepAliveMachine {
         self.on_token_refresh_timer();
     }
 
+    /// The token was refused: forget it, and fetch a fresh one before anything else.
+    pub(super) fn refresh_token(&mut self) {
+        self.rest.token.invalidate();
+        self.enqueue_rest_front(RestCall::Token);
+    }
+
     pub(super) fn on_token_refresh_timer(&mut self) {
         if self.config.has_credentials() {
             self.enqueue_rest_front(RestCall::Token);

@@ -273,8 +273,7 @@ impl KeepAliveMachine {
             });
             return SetupState::Idle;
         };
-        self.rest.token.invalidate();
-        self.enqueue_rest_front(RestCall::Token);
+        self.refresh_token();
         SetupState::Token {
             kind,
             channel,

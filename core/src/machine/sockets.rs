@@ -97,6 +97,14 @@ impl KeepAliveMachine {
         }
     }
 
+    /// `socket` has ended: forget it. True if it was one we closed or discarded.
+    pub(super) fn forget_socket(&mut self, socket: SocketId) -> bool {
+        let known = self.is_closing(socket) || self.was_discarded(socket);
+        self.forget_closing(socket);
+        self.sockets.discarded.retain(|&s| s != socket);
+        known
+    }
+
     /// The active socket and the one being opened, if any.
     pub(super) fn open_sockets(&self) -> Vec<SocketId> {
         let active = self.active.as_ref().map(|c| c.socket);
