@@ -321,3 +321,21 @@ fn fixed_kb3b_a_second_socket_closing_waits_for_the_scheduled_reconnect() {
         ],
     );
 }
+
+#[test]
+fn fixed_kb4_a_stop_among_due_timers_discards_the_lingers_already_due() {
+    // Found with INVARIANTS_CASES=20000 (present since the linger moved into the timer table): a
+    // rollover leaves the old socket closing with a 5 s linger; time then jumps past the idle deadline
+    // and the linger at once. The idle timer fires first (the earlier deadline), the dead peer exhausts
+    // the reconnect attempts and the machine stops, leaving the linger deadline in the past in
+    // `poll_timeout` (TimerMissed).
+    for seed in [7444, 8376, 10053, 29097] {
+        let (res, _) = run(seed, false);
+        assert!(
+            res.is_ok(),
+            "KB-4 is back (seed {seed}): {:?}\n{}",
+            res.err(),
+            report(seed)
+        );
+    }
+}

@@ -146,7 +146,8 @@ impl KeepAliveMachine {
         self.setup.abandon();
         self.rest.clear();
         self.timers.clear_all();
-        self.arm_linger();
+        // A stop inside the timers may come before a linger that is already due: discard those now.
+        self.expire_lingers();
         let from = self.state;
         self.state = State::Stopped;
         self.push(Action::StateChanged {
