@@ -13,9 +13,9 @@
 //! 2. `machine/mod.rs`: [`KeepAliveMachine::handle`] fires the due timers (`timers.rs`), then dispatches
 //!    the event to the concern it belongs to.
 //! 3. One file per concern in `machine/`: `setup.rs` (token → channel → subscriptions → socket, one
-//!    explicit state), `reconnect.rs` (backoff, rollover), `heartbeat.rs` (heartbeats, acks, RTT, dead
+//!    explicit state in `setup_state.rs`), `reconnect.rs` (backoff, rollover), `heartbeat.rs` (heartbeats, acks, RTT, dead
 //!    peer), `inbound.rs` (what a frame means, via `frames.rs`), `rest.rs` (requests and answers, via
-//!    `http.rs`), `sockets.rs` (closing and discarded sockets).
+//!    `rest_call.rs` and `http.rs`), `sockets.rs` (closing and discarded sockets).
 //! 4. `machine/records.rs`: every decision leaves as an [`Action`] on one queue (audit entries, alerts
 //!    and state changes included), drained by [`KeepAliveMachine::poll_action`].
 //!

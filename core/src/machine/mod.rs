@@ -7,11 +7,14 @@
 //!
 //! This file holds the struct, the public calls and the dispatch; each concern lives in a file of its
 //! own and owns the fields only it writes:
-//! - [`setup`]: token → channel → subscriptions → socket, reconnects with backoff, rollover (make before
-//!   break). The setup is one explicit state and every transition is in [`KeepAliveMachine::setup_next`].
+//! - [`setup`]: token → channel → subscriptions → socket. The setup is one explicit state
+//!   ([`setup_state`]) and every transition is in [`KeepAliveMachine::setup_next`].
+//! - [`reconnect`]: one reconnect at a time with backoff, the attempt counter, rollover (make before
+//!   break).
 //! - [`heartbeat`]: the open socket's heartbeats, acks, RTT, loss and dead-peer detection.
 //! - [`inbound`]: what an inbound frame means, notifications and their deduplication.
-//! - [`rest`]: the REST calls (token, channel, subscriptions), their answers and the one retry state.
+//! - [`rest`]: the REST calls ([`rest_call`]: token, channel, subscriptions), their answers and the one
+//!   retry state.
 //! - [`sockets`]: sockets being closed (linger) or discarded.
 //! - [`records`]: actions, audit entries, alerts, credential scrubbing, state changes and the stop.
 //!
@@ -35,14 +38,16 @@ mod inbound;
 mod reconnect;
 mod records;
 mod rest;
+mod rest_call;
 mod setup;
+mod setup_state;
 mod sockets;
 
 use heartbeat::{Conn, Heartbeat};
 use inbound::Inbound;
 use records::Records;
 use rest::Rest;
-use setup::{Setup, SetupKind};
+use setup_state::{Setup, SetupKind};
 use sockets::Sockets;
 
 /// How long a Genesys channel lives without resubscription.
@@ -56,6 +61,8 @@ pub const CLOSE_ROLLOVER: u16 = 4002;
 pub const CLOSE_CONNECT_TIMEOUT: u16 = 4003;
 /// Close code for a socket whose write failed.
 pub const CLOSE_SEND_FAILED: u16 = 1011;
+/// How long a rollover's old socket may keep delivering after its close frame.
+const ROLLOVER_LINGER: Duration = Duration::from_secs(5);
 
 /// The sans-IO keep-alive state machine. See the [crate docs](crate) for the run loop.
 #[derive(Debug)]

@@ -4,15 +4,12 @@
 
 use std::time::Duration;
 
-use super::setup::{SetupInput, SetupKind};
-use super::{KeepAliveMachine, CLOSE_ROLLOVER};
+use super::setup_state::{SetupInput, SetupKind};
+use super::{KeepAliveMachine, CLOSE_ROLLOVER, ROLLOVER_LINGER};
 use crate::config::ProfileKind;
 use crate::event::{Action, AuditEvent, StopReason};
 use crate::state::State;
 use crate::timers::Timer;
-
-/// How long a rollover's old socket may keep delivering after its close frame.
-pub(super) const ROLLOVER_LINGER: Duration = Duration::from_secs(5);
 
 impl KeepAliveMachine {
     /// Exactly one reconnect at a time (defect 7), with full jitter (defect 9), and a stop after the last
