@@ -79,10 +79,13 @@ impl Rest {
         self.retry = None;
     }
 
+    /// `call` is in flight, or waiting to be retried: asking for it again adds nothing.
     fn has(&self, call: &RestCall) -> bool {
-        self.pending
-            .as_ref()
-            .is_some_and(|p| p.attempt.call == *call)
+        let pending = self.pending.as_ref().map(|p| &p.attempt);
+        pending
+            .into_iter()
+            .chain(&self.retry)
+            .any(|a| a.call == *call)
     }
 }
 
@@ -196,12 +199,9 @@ impl KeepAliveMachine {
             match self.rest.token.valid_at(self.now) {
                 Some(t) => headers.push("Authorization", format!("Bearer {}", t.expose())),
                 None => {
-                    // Put the call back behind a fresh token.
+                    // Put the call back behind a fresh token (one: a token already queued moves up).
                     self.rest.queue.push_front(attempt);
-                    self.rest
-                        .queue
-                        .push_front(Attempt::new(RestCall::Token, self.now));
-                    return self.pump_rest();
+                    return self.enqueue_rest_front(RestCall::Token);
                 }
             }
             headers.push("Content-Type", "application/json");

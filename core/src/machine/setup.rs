@@ -100,6 +100,8 @@ impl KeepAliveMachine {
             ..
         } = state
         else {
+            // Stopping closes every socket the machine knows, the refused one included.
+            self.setup.state = state;
             self.stop(StopReason::AuthenticationFailed {
                 detail: format!("still refused after a token refresh: {detail}"),
             });
