@@ -19,10 +19,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use genesys_keepalive::frames::{self, IntervalInfo, KeepAlivePayload, SizeDirective};
-use genesys_keepalive::sim::{self, Scenario};
 use genesys_keepalive::time::WallClock;
 use genesys_keepalive::timers::{Timer, TimerTable};
 use genesys_keepalive::{Action, Event, ProfileKind, State};
+use genesys_keepalive_sim::{self as sim, Scenario};
 
 mod common;
 use common::{profile_name, proto, Driver, PONG, PROFILES, RTT};

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::region::{Region, UnknownRegion};
 use crate::secret::Secret;
 
+/// The smallest `max_payload_bytes` that fits a heartbeat frame.
+pub const MIN_PAYLOAD_BYTES: usize = 384;
+
 /// Which wire protocol the machine speaks on the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -308,6 +311,19 @@ impl Config {
     /// Checks every relation at once and lists every one that fails.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut v = Vec::new();
+        self.check_heartbeat(&mut v);
+        self.check_limits(&mut v);
+        self.check_reconnect(&mut v);
+        self.check_endpoints(&mut v);
+        if v.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(v))
+        }
+    }
+
+    /// Heartbeats: every state's interval legal, and within the idle and ack deadlines.
+    fn check_heartbeat(&self, v: &mut Vec<Violation>) {
         let mut bad = |field: &'static str, problem: String| v.push(Violation { field, problem });
         let m = &self.interval_matrix;
         let ms = |d: Duration| d.as_millis();
@@ -353,13 +369,17 @@ impl Config {
         if self.max_missed_acks == 0 {
             bad("max_missed_acks", "must be at least 1".into());
         }
-        if self.max_payload_bytes < crate::frames::MIN_PAYLOAD_BYTES {
+    }
+
+    /// Frame sizes and the latency and loss thresholds.
+    fn check_limits(&self, v: &mut Vec<Violation>) {
+        let mut bad = |field: &'static str, problem: String| v.push(Violation { field, problem });
+        if self.max_payload_bytes < MIN_PAYLOAD_BYTES {
             bad(
                 "max_payload_bytes",
                 format!(
                     "{} is too small for a heartbeat frame; at least {}",
-                    self.max_payload_bytes,
-                    crate::frames::MIN_PAYLOAD_BYTES
+                    self.max_payload_bytes, MIN_PAYLOAD_BYTES
                 ),
             );
         }
@@ -381,6 +401,12 @@ impl Config {
                 format!("{} must be between 0 and 1", self.max_packet_loss),
             );
         }
+    }
+
+    /// Backoff, timeouts and windows.
+    fn check_reconnect(&self, v: &mut Vec<Violation>) {
+        let mut bad = |field: &'static str, problem: String| v.push(Violation { field, problem });
+        let ms = |d: Duration| d.as_millis();
         if self.backoff_base.is_zero() {
             bad("backoff_base_ms", "must be above 0".into());
         }
@@ -412,21 +438,30 @@ impl Config {
         if self.dedup_window == 0 {
             bad("dedup_window", "must be at least 1".into());
         }
+    }
+
+    /// Topics, credentials and the endpoints' schemes.
+    fn check_endpoints(&self, v: &mut Vec<Violation>) {
+        let bad = |v: &mut Vec<Violation>, field: &'static str, problem: String| {
+            v.push(Violation { field, problem })
+        };
         if self.topics.len() > 1000 {
             bad(
+                v,
                 "topics",
                 format!("{} topics; a channel takes at most 1000", self.topics.len()),
             );
         }
         for t in &self.topics {
             if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                bad("topics", format!("`{t}` is not a topic name"));
+                bad(v, "topics", format!("`{t}` is not a topic name"));
             }
         }
         match (&self.client_id, &self.client_secret) {
             (Some(id), Some(s)) => {
                 if id.is_empty() || s.is_empty() {
                     bad(
+                        v,
                         "client_id/client_secret",
                         "must not be empty (set GENESYS_CLIENT_ID and GENESYS_CLIENT_SECRET)"
                             .into(),
@@ -435,6 +470,7 @@ impl Config {
             }
             (None, None) => {}
             _ => bad(
+                v,
                 "client_id/client_secret",
                 "give both or neither (GENESYS_CLIENT_ID and GENESYS_CLIENT_SECRET)".into(),
             ),
@@ -460,19 +496,14 @@ impl Config {
                     field: "url",
                     problem: "the keepalive-frame profile needs the socket URL".into(),
                 }),
-                Some(u) => secure("url", u, &mut v),
+                Some(u) => secure("url", u, v),
             },
         }
         if self.profile == ProfileKind::Notifications || self.has_credentials() {
-            secure("login_base", &self.login_base(), &mut v);
+            secure("login_base", &self.login_base(), v);
         }
         if self.profile == ProfileKind::Notifications {
-            secure("api_base", &self.api_base(), &mut v);
-        }
-        if v.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(v))
+            secure("api_base", &self.api_base(), v);
         }
     }
 }

@@ -1,30 +1,12 @@
 //! What goes into the machine ([`Event`]) and what comes out ([`Action`]).
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::http::{Headers, HttpRequest, HttpResponse};
-use crate::machine::State;
-
-/// Names one WebSocket the machine asked for with [`Action::Connect`]. During a rollover two are open at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct SocketId(pub u64);
-
-/// Names one outbound frame, so the driver can report it written ([`Event::SendCompleted`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct FrameId(pub u64);
-
-/// Names one HTTP request, so the driver can hand back its response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct RequestId(pub u64);
-
-impl fmt::Display for SocketId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "socket#{}", self.0)
-    }
-}
+use crate::ids::{FrameId, RequestId, SocketId};
+use crate::state::State;
 
 /// An input, stamped by the caller with `now` in [`KeepAliveMachine::handle`](crate::KeepAliveMachine::handle).
 #[derive(Debug, Clone, PartialEq)]

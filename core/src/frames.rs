@@ -7,9 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ProfileKind;
 
-/// The smallest `max_payload_bytes` that fits a heartbeat frame.
-pub const MIN_PAYLOAD_BYTES: usize = 384;
-
 /// The Notifications API health check, sent exactly as Genesys documents it.
 pub const PING_FRAME: &str = r#"{"message":"ping"}"#;
 

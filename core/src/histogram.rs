@@ -52,7 +52,9 @@ impl Histogram {
         let i = (0..BUCKETS - 1)
             .find(|&i| us <= bound_us(i))
             .unwrap_or(BUCKETS - 1);
-        self.counts[i] = self.counts[i].saturating_add(1);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c = c.saturating_add(1);
+        }
     }
 
     /// Adds every count of `other` (e.g. another connection's).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::event::RequestId;
+use crate::ids::RequestId;
 use crate::secret::Secret;
 
 /// HTTP methods the machine uses.
@@ -115,7 +115,8 @@ pub struct HttpResponse {
 }
 
 /// `Authorization: Basic base64(id:secret)` for the token request.
-pub(crate) fn basic_auth(client_id: &str, secret: &Secret) -> String {
+#[doc(hidden)] // the simulated gateway checks it
+pub fn basic_auth(client_id: &str, secret: &Secret) -> String {
     let raw = format!("{client_id}:{}", secret.expose());
     format!(
         "Basic {}",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Recent RTT samples and recent heartbeat outcomes (answered or lost).
 #[derive(Debug, Clone)]
-pub struct LatencyWindow {
+pub(crate) struct LatencyWindow {
     capacity: usize,
     /// Microseconds, 4 bytes a sample (up to 71 minutes; longer RTTs are clamped).
     rtts_us: VecDeque<u32>,
@@ -86,16 +86,6 @@ impl LatencyWindow {
         self.rtts_us.len()
     }
 
-    /// The last RTT sample in ms.
-    pub fn last_ms(&self) -> Option<f64> {
-        self.rtts_us.back().map(|us| *us as f64 / 1000.0)
-    }
-
-    /// The `p`-th percentile (0-100) RTT in ms, nearest rank (0 with no samples).
-    pub fn percentile_ms(&self, p: f64) -> f64 {
-        self.percentiles_ms([p])[0]
-    }
-
     /// Several percentiles (0-100) in ms from one sorted copy of the window (0 with no samples).
     pub fn percentiles_ms<const N: usize>(&self, ps: [f64; N]) -> [f64; N] {
         if self.rtts_us.is_empty() {
@@ -105,7 +95,8 @@ impl LatencyWindow {
         v.sort_unstable();
         ps.map(|p| {
             let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-            v[rank.clamp(1, v.len()) - 1] as f64 / 1000.0
+            let at = rank.clamp(1, v.len()) - 1;
+            v.get(at).map_or(0.0, |us| *us as f64 / 1000.0)
         })
     }
 
@@ -130,8 +121,7 @@ mod tests {
         }
         assert_eq!(w.samples(), 3);
         assert!((w.avg_ms() - 300.0).abs() < 1e-9);
-        assert_eq!(w.percentile_ms(50.0), 300.0);
-        assert_eq!(w.percentile_ms(99.0), 400.0);
+        assert_eq!(w.percentiles_ms([50.0, 99.0]), [300.0, 400.0]);
     }
 
     #[test]

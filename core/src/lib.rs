@@ -5,8 +5,22 @@
 //! rollover without losing a notification, audit entries and alerts.
 //!
 //! [`KeepAliveMachine`] does no IO, reads no clock and draws no OS randomness: time comes in as arguments,
-//! randomness from a seed. A driver (tokio, async-std, or the [`sim`] module) performs its [`Action`]s and
-//! reports what happened as [`Event`]s.
+//! randomness from a seed. A driver (tokio, async-std, or the simulator in the `genesys-keepalive-sim`
+//! crate) performs its [`Action`]s and reports what happened as [`Event`]s.
+//!
+//! ## Reading the source, in the order an event travels
+//! 1. `event.rs`: the [`Event`]s a driver reports and the [`Action`]s it performs (ids in `ids.rs`).
+//! 2. `machine/mod.rs`: [`KeepAliveMachine::handle`] fires the due timers (`timers.rs`), then dispatches
+//!    the event to the concern it belongs to.
+//! 3. One file per concern in `machine/`: `setup.rs` (token → channel → subscriptions → socket, one
+//!    explicit state in `setup_state.rs`), `reconnect.rs` (backoff, rollover), `heartbeat.rs` (heartbeats, acks, RTT, dead
+//!    peer), `inbound.rs` (what a frame means, via `frames.rs`), `rest.rs` (requests and answers, via
+//!    `rest_call.rs` and `http.rs`), `sockets.rs` (closing and discarded sockets).
+//! 4. `machine/records.rs`: every decision leaves as an [`Action`] on one queue (audit entries, alerts
+//!    and state changes included), drained by [`KeepAliveMachine::poll_action`].
+//!
+//! Around it: `config.rs` (validated once, at `new`), `state.rs`, `stats.rs`, and the small pure parts
+//! (`backoff.rs`, `latency.rs`, `token.rs`, `time.rs`, `rng.rs`, `histogram.rs`).
 //!
 //! ## The run loop
 //! After **every** input, drain the actions, then sleep until [`KeepAliveMachine::poll_timeout`] and feed an
@@ -52,35 +66,48 @@
 //! (oldest deadline first), then the event itself is processed.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![warn(clippy::too_many_lines)]
 
-pub mod backoff;
-#[cfg(feature = "check")]
-pub mod check;
+// What an application or a driver uses: the root re-exports below, plus `config::check_scheme`,
+// `http::parse_retry_after` and the wire format in `frames`.
 pub mod config;
-pub mod event;
 pub mod frames;
-pub mod histogram;
 pub mod http;
-pub mod latency;
-pub mod machine;
-pub mod region;
+
+mod event;
+mod histogram;
+mod ids;
+mod latency;
+mod machine;
+mod region;
+mod secret;
+mod state;
+mod stats;
+mod token;
+
+// Building blocks only the core's own tests, benches and the simulator crate reach for: not API.
+#[doc(hidden)]
+pub mod backoff;
+#[doc(hidden)]
 pub mod rng;
-pub mod secret;
-#[cfg(feature = "sim")]
-pub mod sim;
-pub mod stats;
+#[doc(hidden)]
 pub mod time;
+#[doc(hidden)]
 pub mod timers;
-pub mod token;
 
 pub use config::{Config, ConfigBuilder, ConfigError, IntervalMatrix, ProfileKind, Violation};
 pub use event::{
-    Action, Alert, AlertEvent, AlertMetrics, AuditEntry, AuditEvent, Event, FrameId, Notification,
-    RequestId, SocketId, StopReason,
+    Action, Alert, AlertEvent, AlertMetrics, AuditEntry, AuditEvent, Event, Notification,
+    StopReason,
 };
 pub use histogram::Histogram;
 pub use http::{Headers, HttpRequest, HttpResponse, Method};
-pub use machine::{KeepAliveMachine, State};
+pub use ids::{FrameId, RequestId, SocketId};
+pub use machine::{
+    KeepAliveMachine, CHANNEL_LIFETIME, CLOSE_CONNECT_TIMEOUT, CLOSE_DEAD_PEER, CLOSE_ROLLOVER,
+    CLOSE_SEND_FAILED,
+};
 pub use region::{Region, UnknownRegion, REGIONS};
 pub use secret::Secret;
+pub use state::State;
 pub use stats::Stats;

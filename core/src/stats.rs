@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::histogram::Histogram;
-use crate::machine::State;
+use crate::state::State;
 
 /// Everything the machine has counted. Every input that was wrong or made no sense has a counter here.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -64,17 +64,21 @@ pub struct TimerTable {
 impl TimerTable {
     /// Sets (or moves) a deadline.
     pub fn set(&mut self, timer: Timer, at: Instant) {
-        self.deadlines[timer.index()] = Some(at);
+        if let Some(d) = self.deadlines.get_mut(timer.index()) {
+            *d = Some(at);
+        }
     }
 
     /// Clears a deadline.
     pub fn clear(&mut self, timer: Timer) {
-        self.deadlines[timer.index()] = None;
+        if let Some(d) = self.deadlines.get_mut(timer.index()) {
+            *d = None;
+        }
     }
 
     /// The deadline, if set.
     pub fn get(&self, timer: Timer) -> Option<Instant> {
-        self.deadlines[timer.index()]
+        self.deadlines.get(timer.index()).copied().flatten()
     }
 
     /// True when set.
@@ -98,8 +102,9 @@ impl TimerTable {
             }
         }
         let (i, d) = best?;
-        self.deadlines[i] = None;
-        Some((Timer::ALL[i], d))
+        let timer = *Timer::ALL.get(i)?;
+        self.clear(timer);
+        Some((timer, d))
     }
 
     /// Clears every deadline.

@@ -7,27 +7,14 @@ use crate::secret::Secret;
 
 /// The cached token and when it stops being good.
 #[derive(Debug, Clone, Default)]
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     token: Option<Secret>,
     expires_at: Option<Instant>,
-    refresh_at: Option<Instant>,
 }
 
 impl TokenCache {
     /// Stores a fresh token that lives `lifetime` from `now`, and returns when to refresh it:
     /// `margin` early, but never more than half the lifetime early.
-    ///
-    /// ```
-    /// use std::time::{Duration, Instant};
-    /// use genesys_keepalive::{Secret, token::TokenCache};
-    /// let now = Instant::now();
-    /// let mut t = TokenCache::default();
-    /// // a 10 s token with a 30 s margin is refreshed at 5 s, not immediately and forever
-    /// let at = t.store(Secret::new("t"), Duration::from_secs(10), Duration::from_secs(30), now);
-    /// assert_eq!(at, now + Duration::from_secs(5));
-    /// assert!(t.valid_at(now + Duration::from_secs(9)).is_some());
-    /// assert!(t.valid_at(now + Duration::from_secs(10)).is_none());
-    /// ```
     pub fn store(
         &mut self,
         token: Secret,
@@ -40,7 +27,6 @@ impl TokenCache {
         let refresh = expires - margin;
         self.token = Some(token);
         self.expires_at = Some(expires);
-        self.refresh_at = Some(refresh);
         refresh
     }
 
@@ -52,18 +38,29 @@ impl TokenCache {
         }
     }
 
-    /// When the token expires.
-    pub fn expires_at(&self) -> Option<Instant> {
-        self.expires_at
-    }
-
-    /// When a refresh is planned.
-    pub fn refresh_at(&self) -> Option<Instant> {
-        self.refresh_at
-    }
-
     /// Forgets the token (it was refused, or the app said it expired).
     pub fn invalidate(&mut self) {
         *self = TokenCache::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_token_is_refreshed_at_half_its_life_and_never_used_expired() {
+        let now = Instant::now();
+        let mut t = TokenCache::default();
+        // a 10 s token with a 30 s margin is refreshed at 5 s, not immediately and forever
+        let at = t.store(
+            Secret::new("t"),
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+            now,
+        );
+        assert_eq!(at, now + Duration::from_secs(5));
+        assert!(t.valid_at(now + Duration::from_secs(9)).is_some());
+        assert!(t.valid_at(now + Duration::from_secs(10)).is_none());
     }
 }

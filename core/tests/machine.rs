@@ -213,3 +213,108 @@ fn one_scheme_policy_for_configured_and_server_given_urls() {
     let e = genesys_keepalive::config::check_scheme("ftp://x/y", true).unwrap_err();
     assert!(e.contains("not an http(s)"), "{e}");
 }
+
+/// The kinds of the actions not yet looked at, in order: `Http(<path end>)`, `Connect`, ….
+fn kinds(h: &mut H) -> Vec<String> {
+    h.take()
+        .iter()
+        .filter_map(|a| match a {
+            Action::Http(r) => Some(format!("Http({})", r.url.rsplit('/').next().unwrap_or(""))),
+            Action::Connect { .. } => Some("Connect".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_token_refreshed_between_channel_and_subscriptions_still_subscribes_before_the_socket() {
+    // Found by running the split machine against the one before it: the token expired while the
+    // channel was being created, so the subscriptions call waited for a fresh token, and the token's
+    // answer opened the socket before the subscriptions were in place.
+    let mut h = H::new(notifications_config());
+    h.answer_ok(3_600); // token
+    h.feed(Event::TokenExpired);
+    let ch = h.pending_http();
+    assert!(ch.url.ends_with("/channels"), "{}", ch.url);
+    h.take();
+    h.respond(
+        &ch,
+        200,
+        r#"{"connectUri":"wss://streaming.mypurecloud.com/channels/ch-1","id":"ch-1"}"#,
+        &[],
+    );
+    // The token asked for at TokenExpired goes first, then the subscriptions, then the socket.
+    assert_eq!(kinds(&mut h), ["Http(token)"]);
+    let tok = h.log.iter().rev().find_map(|(_, a)| match a {
+        Action::Http(r) => Some(r.clone()),
+        _ => None,
+    });
+    h.respond(
+        &tok.expect("the token request"),
+        200,
+        r#"{"access_token":"tok-2-abcdef","expires_in":3600}"#,
+        &[],
+    );
+    assert_eq!(kinds(&mut h), ["Http(subscriptions)"]);
+    let sub = h.log.iter().rev().find_map(|(_, a)| match a {
+        Action::Http(r) => Some(r.clone()),
+        _ => None,
+    });
+    h.respond(
+        &sub.expect("the subscriptions request"),
+        200,
+        r#"{"entities":[]}"#,
+        &[],
+    );
+    assert_eq!(kinds(&mut h), ["Connect"]);
+}
+
+#[test]
+fn a_handshake_refused_with_401_waits_for_the_fresh_token_even_behind_another_call() {
+    // Found the same way: during a rollover a 401 handshake asks for a token, but a call already in
+    // flight (topics the application added) answered first, and its answer opened the next socket
+    // with no fresh token.
+    let mut h = H::new(notifications_config());
+    let old = h.establish_notifications();
+    h.frame(
+        old,
+        r#"{"topicName":"v2.system.socket_closing","eventBody":{"message":"closing"}}"#,
+    );
+    h.answer_ok(3_600); // the new channel
+    h.answer_ok(3_600); // its subscriptions
+    let (next, _, _) = h.pending_connect().expect("the rollover's socket");
+    h.feed(Event::Subscribe {
+        topics: vec!["v2.users.u2.presence".into()],
+    });
+    let add = h.pending_http();
+    assert!(add.url.ends_with("/subscriptions"), "{}", add.url);
+    h.take();
+    h.feed(Event::ConnectFailed {
+        socket: next,
+        status: Some(401),
+        retry_after: None,
+        error: "HTTP 401".into(),
+    });
+    assert_eq!(
+        kinds(&mut h),
+        Vec::<String>::new(),
+        "the token waits behind the call in flight"
+    );
+    h.respond(&add, 200, r#"{"entities":[]}"#, &[]);
+    assert_eq!(
+        kinds(&mut h),
+        ["Http(token)"],
+        "no socket before the fresh token"
+    );
+    let tok = h.log.iter().rev().find_map(|(_, a)| match a {
+        Action::Http(r) => Some(r.clone()),
+        _ => None,
+    });
+    h.respond(
+        &tok.expect("the token request"),
+        200,
+        r#"{"access_token":"tok-9-abcdef","expires_in":3600}"#,
+        &[],
+    );
+    assert_eq!(kinds(&mut h), ["Connect"]);
+}

@@ -1,9 +1,9 @@
 //! Property tests (proptest, with shrinking): random event sequences under both profiles keep every
-//! invariant of `genesys_keepalive::check::Checker`, and the machine is a pure function of its inputs.
+//! invariant of `genesys_keepalive_sim::check::Checker`, and the machine is a pure function of its inputs.
 
 use arbitrary::{Arbitrary, Unstructured};
-use genesys_keepalive::check::{FuzzHarness, Op};
 use genesys_keepalive::ProfileKind;
+use genesys_keepalive_sim::check::{FuzzHarness, Op};
 use proptest::prelude::*;
 
 fn ops_from(bytes: &[u8]) -> Vec<Op> {

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use genesys_keepalive::sim::{self, Fault, Scenario};
 use genesys_keepalive::{State, StopReason};
+use genesys_keepalive_sim::{self as sim, Fault, Scenario};
 
 const HOUR: Duration = Duration::from_secs(3600);
 

@@ -4,7 +4,7 @@
 //! `check::Checker` must hold after every frame and after the timers that follow.
 #![no_main]
 
-use genesys_keepalive::check::{FuzzHarness, Op};
+use genesys_keepalive_sim::check::{FuzzHarness, Op};
 use genesys_keepalive::frames::classify;
 use genesys_keepalive::ProfileKind;
 use libfuzzer_sys::fuzz_target;

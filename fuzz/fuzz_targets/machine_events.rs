@@ -1,4 +1,4 @@
-//! Arbitrary event sequences through `genesys_keepalive::check::FuzzHarness`: time advancing (by zero,
+//! Arbitrary event sequences through `genesys_keepalive_sim::check::FuzzHarness`: time advancing (by zero,
 //! small and huge steps, and stale `now`s), HTTP replies, socket events, inbound frames, send reports,
 //! stale and bogus ids. Every invariant of `check::Checker` is checked after every step; a violation
 //! panics with its message.
@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use genesys_keepalive::check::{FuzzHarness, Op};
+use genesys_keepalive_sim::check::{FuzzHarness, Op};
 use genesys_keepalive::ProfileKind;
 use libfuzzer_sys::fuzz_target;
 

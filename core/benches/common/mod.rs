@@ -6,10 +6,10 @@ pub mod proto;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use genesys_keepalive::sim::Scenario;
 use genesys_keepalive::{
     Action, Event, Headers, HttpResponse, KeepAliveMachine, ProfileKind, SocketId, State,
 };
+use genesys_keepalive_sim::Scenario;
 
 /// What the gateway answers to a ping (notifications profile), as Genesys sends it.
 pub const PONG: &str = r#"{"topicName":"channel.metadata","eventBody":{"message":"pong"}}"#;

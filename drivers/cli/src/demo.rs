@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use genesys_keepalive::{AlertEvent, Config, State, Stats};
+use genesys_keepalive_driver_common::random_seed;
 use genesys_keepalive_testkit::{Fault, Gateway, GatewayConfig};
 use genesys_keepalive_tokio::{Options, Report};
 use tokio::time::Instant;
@@ -282,18 +283,6 @@ pub fn main(args: DemoArgs) -> Result<u8, Failure> {
     crate::output::emit_raw(table.trim_end());
     gw.shutdown();
     Ok(if ok { 0 } else { 1 })
-}
-
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 async fn run(gw: &Gateway, config: Config, args: &DemoArgs, seed: u64) -> Result<Outcome, Failure> {

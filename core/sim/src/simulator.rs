@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use genesys_keepalive::sim::{self, Fault, Scenario};
+//! use genesys_keepalive_sim::{self as sim, Fault, Scenario};
 //!
 //! let mut scenario = Scenario::notifications(42, Duration::from_secs(600));
 //! scenario.publish_every = Some(Duration::from_secs(5));
@@ -26,13 +26,15 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use crate::config::{Config, ProfileKind};
-use crate::event::{Action, AlertEvent, Event, RequestId, SocketId, StopReason};
-use crate::http::{Headers, HttpRequest, HttpResponse};
-use crate::machine::{KeepAliveMachine, State};
-use crate::rng::Rng;
-use crate::secret::Secret;
-use crate::stats::Stats;
+use genesys_keepalive::frames::PING_FRAME;
+use genesys_keepalive::rng::Rng;
+use genesys_keepalive::{
+    Action, AlertEvent, Config, Event, Headers, HttpRequest, HttpResponse, KeepAliveMachine,
+    Method, ProfileKind, RequestId, Secret, SocketId, State, Stats, StopReason,
+};
+
+use crate::genesys::{self, Endpoint};
+use crate::{describe_event, is_heartbeat};
 
 /// A scripted change to the network or the gateway.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +133,11 @@ impl Scenario {
             .login_base("https://login.sim.invalid")
             .topic("v2.users.sim.presence")
             .build_unchecked();
+        Scenario::with(config, gateway, seed, duration)
+    }
+
+    /// A scenario with no faults and no publishing, recording its trace.
+    fn with(config: Config, gateway: GatewaySpec, seed: u64, duration: Duration) -> Self {
         Scenario {
             config,
             seed,
@@ -140,6 +147,27 @@ impl Scenario {
             publish_every: None,
             record_trace: true,
         }
+    }
+
+    /// Your own `config` against the simulated gateway of its profile: its endpoints (API, login, socket
+    /// URL) are pointed at the simulation and the gateway accepts its credentials; every interval,
+    /// timeout, threshold and topic stays as you set it.
+    pub fn for_config(config: Config, seed: u64, duration: Duration) -> Self {
+        let mut sc = match config.profile {
+            ProfileKind::Notifications => Scenario::notifications(seed, duration),
+            ProfileKind::KeepaliveFrame => Scenario::keepalive_frame(seed, duration),
+        };
+        let sim = std::mem::replace(&mut sc.config, config);
+        if let (Some(id), Some(secret)) = (&sc.config.client_id, &sc.config.client_secret) {
+            sc.gateway.client_id = id.clone();
+            sc.gateway.client_secret = secret.expose().to_owned();
+        }
+        sc.config.api_base = sim.api_base;
+        sc.config.login_base = sim.login_base;
+        if sc.config.profile == ProfileKind::KeepaliveFrame {
+            sc.config.url = sim.url;
+        }
+        sc
     }
 
     /// The keepalive-frame profile against a simulated in-house gateway (no server heartbeats).
@@ -157,15 +185,7 @@ impl Scenario {
             )
             .login_base("https://login.sim.invalid")
             .build_unchecked();
-        Scenario {
-            config,
-            seed,
-            duration,
-            gateway,
-            faults: Vec::new(),
-            publish_every: None,
-            record_trace: true,
-        }
+        Scenario::with(config, gateway, seed, duration)
     }
 }
 
@@ -460,9 +480,8 @@ impl Sim<'_> {
                         error: "socket closed".into(),
                     }
                 };
-                let is_heartbeat =
-                    text == crate::frames::PING_FRAME || text.contains("\"KEEP_ALIVE\"");
-                if is_heartbeat && open {
+                let heartbeat = is_heartbeat(&text);
+                if heartbeat && open {
                     if let Some(prev) = self.last_heartbeat.insert(socket, self.now) {
                         let gap = self.now.saturating_duration_since(prev);
                         self.summary.max_heartbeat_gap = self.summary.max_heartbeat_gap.max(gap);
@@ -471,7 +490,7 @@ impl Sim<'_> {
                     }
                 }
                 self.schedule(self.now, Item::ToMachine(ev));
-                if open && !(is_heartbeat && self.lost()) {
+                if open && !(heartbeat && self.lost()) {
                     let mut at = self.now + self.one_way();
                     if let Some(s) = self.sockets.get_mut(&socket) {
                         at = at.max(s.last_to_gateway);
@@ -572,83 +591,57 @@ impl Sim<'_> {
             );
             return;
         }
-        let path = req
-            .url
-            .split_once("://")
-            .map(|(_, r)| r)
-            .unwrap_or(&req.url);
-        let path = path.find('/').map(|i| &path[i..]).unwrap_or("/").to_owned();
-        if path == "/oauth/token" {
-            let want = crate::http::basic_auth(
-                &self.sc.gateway.client_id,
-                &Secret::new(self.sc.gateway.client_secret.clone()),
-            );
-            if req.headers.get("authorization") != Some(want.as_str()) {
-                return self.respond(
-                    req.id,
-                    401,
-                    r#"{"error":"invalid_client","description":"bad credentials"}"#.into(),
-                    None,
-                );
+        match Endpoint::of(&req.url) {
+            Endpoint::Token => self.token(&req),
+            _ if !self.bearer_ok(&req.headers) => {
+                let body = genesys::error_body("invalid_token", "token expired");
+                self.respond(req.id, 401, body, None)
             }
-            self.token_serial += 1;
-            let token = format!("tok-{}-{}", self.token_serial, self.rng.next_u64());
-            self.tokens
-                .insert(token.clone(), self.now + self.sc.gateway.token_lifetime);
-            self.summary.tokens_issued += 1;
-            let body = format!(
-                r#"{{"access_token":"{token}","token_type":"bearer","expires_in":{}}}"#,
-                self.sc.gateway.token_lifetime.as_secs()
-            );
-            return self.respond(req.id, 200, body, None);
-        }
-        if !self.bearer_ok(&req.headers) {
-            return self.respond(req.id, 401, r#"{"message":"token expired"}"#.into(), None);
-        }
-        if path == "/api/v2/notifications/channels" {
-            self.channel_serial += 1;
-            let id = format!("ch{}", self.channel_serial);
-            self.channels.insert(id.clone(), HashSet::new());
-            let body = format!(
-                r#"{{"connectUri":"wss://streaming.sim.invalid/channels/{id}","id":"{id}","expires":"2026-12-01T00:00:00Z"}}"#
-            );
-            return self.respond(req.id, 200, body, None);
-        }
-        if let Some(rest) = path.strip_prefix("/api/v2/notifications/channels/") {
-            if let Some(id) = rest.strip_suffix("/subscriptions") {
-                let topics: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(
-                    req.body.as_deref().unwrap_or("[]"),
-                )
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|v| v["id"].as_str().map(str::to_owned))
-                .collect();
-                let Some(set) = self.channels.get_mut(id) else {
-                    return self.respond(
-                        req.id,
-                        404,
-                        r#"{"message":"channel not found"}"#.into(),
-                        None,
-                    );
+            Endpoint::CreateChannel => {
+                self.channel_serial += 1;
+                let id = format!("ch{}", self.channel_serial);
+                self.channels.insert(id.clone(), HashSet::new());
+                let uri = format!("wss://streaming.sim.invalid/channels/{id}");
+                let body = genesys::channel_body(&id, &uri, "2026-12-01T00:00:00Z");
+                self.respond(req.id, 200, body, None)
+            }
+            Endpoint::Subscriptions { channel_id } => {
+                let topics = genesys::requested_topics(req.body.as_deref());
+                let Some(set) = self.channels.get_mut(channel_id) else {
+                    let body = genesys::error_body("not.found", "channel not found");
+                    return self.respond(req.id, 404, body, None);
                 };
-                if req.method == crate::http::Method::Put {
+                if req.method == Method::Put {
                     set.clear();
                 }
                 set.extend(topics.iter().cloned());
-                let entities: Vec<String> = topics
-                    .iter()
-                    .map(|t| format!(r#"{{"id":"{t}","state":"Permitted"}}"#))
-                    .collect();
-                let body = format!(r#"{{"entities":[{}]}}"#, entities.join(","));
-                return self.respond(req.id, 200, body, None);
+                let body = genesys::subscriptions_body(&topics, |_| false);
+                self.respond(req.id, 200, body, None)
+            }
+            Endpoint::Unknown => {
+                let body = genesys::error_body("not.found", "no such endpoint");
+                self.respond(req.id, 404, body, None)
             }
         }
-        self.respond(
-            req.id,
-            404,
-            r#"{"message":"no such endpoint"}"#.into(),
-            None,
+    }
+
+    /// The token endpoint: the gateway's client credentials get a token that lives `token_lifetime`.
+    fn token(&mut self, req: &HttpRequest) {
+        let want = genesys_keepalive::http::basic_auth(
+            &self.sc.gateway.client_id,
+            &Secret::new(self.sc.gateway.client_secret.clone()),
         );
+        if req.headers.get("authorization") != Some(want.as_str()) {
+            let body = genesys::error_body("invalid_client", "bad credentials");
+            return self.respond(req.id, 401, body, None);
+        }
+        self.token_serial += 1;
+        let token = format!("tok-{}-{}", self.token_serial, self.rng.next_u64());
+        let lifetime = self.sc.gateway.token_lifetime;
+        self.tokens.insert(token.clone(), self.now + lifetime);
+        self.summary.tokens_issued += 1;
+        let body = genesys::token_body(&token, Some(lifetime.as_secs()));
+        self.respond(req.id, 200, body, None);
     }
 
     fn connect(&mut self, socket: SocketId, url: &str, headers: &Headers) {
@@ -791,7 +784,7 @@ impl Sim<'_> {
                     return;
                 }
                 s.last_client_frame = self.now;
-                if text == crate::frames::PING_FRAME {
+                if text == PING_FRAME {
                     self.gateway_send(
                         socket,
                         r#"{"topicName":"channel.metadata","eventBody":{"message":"pong"}}"#.into(),
@@ -1024,16 +1017,6 @@ impl Sim<'_> {
             summary: self.summary,
             stats: self.machine.stats(),
         }
-    }
-}
-
-fn describe_event(e: &Event) -> String {
-    match e {
-        Event::FrameReceived { socket, text } => format!("frame {socket} {text}"),
-        Event::HttpResponse(r) => {
-            format!("http {} {} ({} bytes)", r.request.0, r.status, r.body.len())
-        }
-        other => format!("{other:?}"),
     }
 }
 
