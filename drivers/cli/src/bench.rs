@@ -8,7 +8,7 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 
 use crate::failure::Failure;
+use crate::run::load_roots;
 use crate::settings::DriverKind;
 
 /// The executor the bench runs the driver on.
@@ -192,25 +193,6 @@ fn client_config(url: &str, interval: Duration) -> Result<Config, Failure> {
         .backoff_max(Duration::from_secs(5))
         .build()
         .map_err(|e| Failure::config(format!("{e}. Check --url and --interval-ms")))
-}
-
-/// The certificates of a PEM file (one or more `CERTIFICATE` blocks); exit 2 when there are none.
-fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
-    use rustls_pki_types::pem::PemObject;
-    let bad = |e: &dyn Display| {
-        Failure::config(format!(
-            "cannot read a PEM certificate from {}: {e}; --ca-cert takes a PEM file",
-            path.display()
-        ))
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(&e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(&e))?;
-    if certs.is_empty() {
-        return Err(bad(&"no CERTIFICATE block in it"));
-    }
-    Ok(certs)
 }
 
 /// Everything one run needs, whatever the driver.

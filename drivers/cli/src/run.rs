@@ -82,7 +82,9 @@ fn stopped_stats() -> Stats {
     }
 }
 
-fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
+/// The certificates of a PEM file (one or more `CERTIFICATE` blocks), for `--ca-cert`; exit 2 when it
+/// cannot be read or has none.
+pub(crate) fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
     use rustls_pki_types::pem::PemObject;
     let bad = |e: &dyn std::fmt::Display| {
         Failure::config(format!(
