@@ -255,10 +255,13 @@ pub fn main(args: BenchArgs) -> Result<u8, Failure> {
                 // One async-executor on this thread (it also drives async-io's reactor while idle).
                 let ex = Arc::new(async_executor::Executor::new());
                 Ok(async_io::block_on(
-                    ex.run(measure_async_std(plan, Some(ex.clone()))),
+                    ex.run(measure(plan, Exec::AsyncStd(Some(ex.clone())))),
                 ))
             }
-            DriverKind::AsyncStd => Ok(async_std::task::block_on(measure_async_std(plan, None))),
+            DriverKind::AsyncStd => Ok(async_std::task::block_on(measure(
+                plan,
+                Exec::AsyncStd(None),
+            ))),
         };
         drop(printer);
         measured
@@ -483,99 +486,81 @@ fn run_tokio(plan: Plan, multi_thread: bool) -> Result<Measured, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::internal(format!("cannot start the tokio runtime: {e}")))?;
-    let measured = rt.block_on(measure_tokio(plan));
+    let measured = rt.block_on(measure(plan, Exec::Tokio));
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(measured)
 }
 
-async fn measure_tokio(plan: Plan) -> Measured {
-    use genesys_keepalive_tokio::{connect_with, Options};
-    let rss0 = rss_bytes();
-    let cpu0 = cpu_seconds();
-    let start = Instant::now();
-    let end = start + Duration::from_secs(plan.seconds);
+/// Where the bench's tasks run: the tokio runtime it is called from, one async-executor, or async-std's
+/// global executor. The connections themselves are the same type for both drivers (driver-common's).
+enum Exec {
+    Tokio,
+    AsyncStd(Option<Arc<async_executor::Executor<'static>>>),
+}
 
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..plan.concurrency {
-        let (config, roots) = (plan.config.clone(), plan.roots.clone());
-        set.spawn(connector(next.clone(), plan.progress.clone(), move |i| {
-            // The bench reads no reports: keep none.
-            let mut options = Options::default().seed(i as u64).reports_capacity(0);
-            for root in roots.iter() {
-                options = options.trust_root(root.clone());
+type Connected = (
+    genesys_keepalive_driver_common::Handle,
+    genesys_keepalive_driver_common::Notifications,
+);
+
+impl Exec {
+    /// Runs `fut` as a task; `None` if it panicked.
+    fn spawn<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<T>> + Send>> {
+        match self {
+            Exec::Tokio => {
+                let task = tokio::spawn(fut);
+                Box::pin(async move { task.await.ok() })
             }
-            connect_with(config.clone(), options)
-        }));
-    }
-    let mut opened = Opened {
-        conns: Vec::with_capacity(plan.n),
-        failures: 0,
-        first_error: None,
-    };
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(part) => gather(&mut opened, part),
-            Err(e) => {
-                opened.failures += 1;
-                opened.first_error.get_or_insert_with(|| e.to_string());
+            Exec::AsyncStd(Some(ex)) => {
+                let task = ex.spawn(fut);
+                Box::pin(async move { Some(task.await) })
+            }
+            Exec::AsyncStd(None) => {
+                let task = async_std::task::spawn(fut);
+                Box::pin(async move { Some(task.await) })
             }
         }
     }
-    let connect_s = start.elapsed().as_secs_f64();
-    tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
 
-    let rss = rss_bytes();
-    let cpu_s = cpu_seconds() - cpu0;
-    let mut tally = Tally::default();
-    for (h, _) in &opened.conns {
-        tally.add(&h.stats(), h.state());
+    async fn sleep_until(&self, at: Instant) {
+        match self {
+            Exec::Tokio => tokio::time::sleep_until(at.into()).await,
+            Exec::AsyncStd(_) => {
+                async_io::Timer::at(at).await;
+            }
+        }
     }
 
-    let mut shutdowns = tokio::task::JoinSet::new();
-    for (h, _) in &opened.conns {
-        let h = h.clone();
-        shutdowns.spawn(async move {
-            h.shutdown().await;
-        });
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while shutdowns.join_next().await.is_some() {}
-    })
-    .await;
-    Measured {
-        rss0,
-        rss,
-        cpu_s,
-        connect_s,
-        failures: opened.failures,
-        first_error: opened.first_error,
-        tally,
-    }
-}
-
-/// A task on `ex`, or on async-std's global executor.
-fn spawn_on<T: Send + 'static>(
-    ex: &Option<Arc<async_executor::Executor<'static>>>,
-    fut: impl Future<Output = T> + Send + 'static,
-) -> std::pin::Pin<Box<dyn Future<Output = T> + Send>> {
-    match ex {
-        Some(ex) => Box::pin(ex.spawn(fut)),
-        None => Box::pin(async_std::task::spawn(fut)),
+    /// Connects with the driver that goes with this executor.
+    fn connect(
+        &self,
+        config: Config,
+        options: genesys_keepalive_driver_common::Options,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Connected, genesys_keepalive_driver_common::Error>> + Send>,
+    > {
+        match self {
+            Exec::Tokio => Box::pin(genesys_keepalive_tokio::connect_with(config, options)),
+            Exec::AsyncStd(ex) => {
+                let mut options = options;
+                options.spawner = ex.clone().map(|ex| {
+                    genesys_keepalive_driver_common::Spawner::new(move |task| {
+                        ex.spawn(task).detach()
+                    })
+                });
+                Box::pin(genesys_keepalive_async_std::connect_with(config, options))
+            }
+        }
     }
 }
 
-async fn measure_async_std(
-    plan: Plan,
-    ex: Option<Arc<async_executor::Executor<'static>>>,
-) -> Measured {
-    use futures_lite::future;
-    use genesys_keepalive_async_std::{connect_with, Options, Spawner};
-    // Start the executor before the first reading, as the tokio runtime is built before it.
-    spawn_on(&ex, async {}).await;
-    let spawner = ex
-        .clone()
-        .map(|ex| Spawner::new(move |task| ex.spawn(task).detach()));
+async fn measure(plan: Plan, exec: Exec) -> Measured {
+    let exec = Arc::new(exec);
+    // Start the executor before the first reading (the tokio runtime is built before it anyway).
+    exec.spawn(async {}).await;
     let rss0 = rss_bytes();
     let cpu0 = cpu_seconds();
     let start = Instant::now();
@@ -584,20 +569,17 @@ async fn measure_async_std(
     let next = Arc::new(AtomicUsize::new(0));
     let connectors: Vec<_> = (0..plan.concurrency)
         .map(|_| {
-            let (config, roots) = (plan.config.clone(), plan.roots.clone());
-            let spawner = spawner.clone();
-            spawn_on(
-                &ex,
-                connector(next.clone(), plan.progress.clone(), move |i| {
-                    // The bench reads no reports: keep none.
-                    let mut options = Options::default().seed(i as u64).reports_capacity(0);
-                    options.spawner = spawner.clone();
-                    for root in roots.iter() {
-                        options = options.trust_root(root.clone());
-                    }
-                    connect_with(config.clone(), options)
-                }),
-            )
+            let (config, roots, e) = (plan.config.clone(), plan.roots.clone(), exec.clone());
+            exec.spawn(connector(next.clone(), plan.progress.clone(), move |i| {
+                // The bench reads no reports: keep none.
+                let mut options = genesys_keepalive_driver_common::Options::default()
+                    .seed(i as u64)
+                    .reports_capacity(0);
+                for root in roots.iter() {
+                    options = options.trust_root(root.clone());
+                }
+                e.connect(config.clone(), options)
+            }))
         })
         .collect();
     let mut opened = Opened {
@@ -606,10 +588,18 @@ async fn measure_async_std(
         first_error: None,
     };
     for c in connectors {
-        gather(&mut opened, c.await);
+        match c.await {
+            Some(part) => gather(&mut opened, part),
+            None => {
+                opened.failures += 1;
+                opened
+                    .first_error
+                    .get_or_insert_with(|| "a connecting task panicked".into());
+            }
+        }
     }
     let connect_s = start.elapsed().as_secs_f64();
-    async_io::Timer::at(end).await;
+    exec.sleep_until(end).await;
 
     let rss = rss_bytes();
     let cpu_s = cpu_seconds() - cpu0;
@@ -623,22 +613,18 @@ async fn measure_async_std(
         .iter()
         .map(|(h, _)| {
             let h = h.clone();
-            spawn_on(&ex, async move {
+            exec.spawn(async move {
                 h.shutdown().await;
             })
         })
         .collect();
-    future::or(
-        async {
-            for s in shutdowns {
-                s.await;
-            }
-        },
-        async {
-            async_io::Timer::after(Duration::from_secs(10)).await;
-        },
-    )
-    .await;
+    let all = async {
+        for s in shutdowns {
+            s.await;
+        }
+    };
+    let limit = exec.sleep_until(Instant::now() + Duration::from_secs(10));
+    futures_lite::future::or(all, limit).await;
     Measured {
         rss0,
         rss,

@@ -89,6 +89,8 @@ pub struct Connection<R: Runtime> {
     local: Vec<Event>,
     /// Something was published that waiters may want to see.
     notify: bool,
+    /// A handshake completed since `ready` was last checked (the machine may still ignore it).
+    opened: bool,
 }
 
 struct Sock<W> {
@@ -128,6 +130,7 @@ impl<R: Runtime> Connection<R> {
             timer: None,
             local: Vec::new(),
             notify: false,
+            opened: false,
         }
     }
 
@@ -233,7 +236,9 @@ impl<R: Runtime> Connection<R> {
     fn poll_io(&mut self, inner: &mut Inner, cx: &mut Context<'_>) -> usize {
         let now = Instant::now();
         let mut fed = 0;
-        let mut emit = |event| {
+        let opened = &mut self.opened;
+        let mut emit = |event: Event| {
+            *opened |= matches!(event, Event::Opened { .. });
             inner.machine.handle(now, event);
             fed += 1;
         };
@@ -277,10 +282,14 @@ impl<R: Runtime> Connection<R> {
         }
     }
 
-    /// Sets `ready` once the first socket has opened.
-    fn check_ready(inner: &mut Inner) {
-        if !inner.is_ready() && inner.machine.stats().connections_opened > 0 {
+    /// Sets `ready` once the machine has counted a socket opened; asked only after a handshake completed.
+    fn check_ready(&mut self, inner: &mut Inner) {
+        if std::mem::take(&mut self.opened)
+            && !inner.is_ready()
+            && inner.machine.stats().connections_opened > 0
+        {
             inner.set_ready(Ok(()));
+            self.notify = true;
         }
     }
 }
@@ -295,10 +304,7 @@ impl<R: Runtime> Future for Connection<R> {
         inner.set_task_waker(cx.waker());
         for _ in 0..ROUNDS {
             this.perform_all(&mut inner);
-            if !inner.is_ready() {
-                Self::check_ready(&mut inner);
-                this.notify |= inner.is_ready();
-            }
+            this.check_ready(&mut inner);
             if inner.machine.is_finished() {
                 this.sockets.clear();
                 this.http.clear();

@@ -66,7 +66,8 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn notify(&self) {
+    /// Wakes everyone waiting for a change (after the task published under the lock).
+    pub(crate) fn publish(&self) {
         self.changed.notify(usize::MAX);
     }
 
@@ -159,13 +160,6 @@ impl Inner {
         if let Some(w) = self.notes_waker.take() {
             w.wake();
         }
-    }
-}
-
-impl Shared {
-    /// Wakes everyone waiting for a change (after the task published under the lock).
-    pub(crate) fn publish(&self) {
-        self.notify();
     }
 }
 
