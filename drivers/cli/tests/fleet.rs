@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -114,7 +114,7 @@ impl Proc {
         }
     }
 
-    fn fleet(path: &PathBuf, driver: &str, shard: Option<&str>, env: &[(String, String)]) -> Proc {
+    fn fleet(path: &Path, driver: &str, shard: Option<&str>, env: &[(String, String)]) -> Proc {
         let path = path.to_str().unwrap();
         let mut args = vec!["fleet", "--config", path, "--driver", driver];
         args.extend(["--stats-interval-ms", "1000", "--seed", "7"]);
