@@ -2,16 +2,18 @@
 # `genesys-keepalive fleet` with N organisations (each its own OAuth client id) against the testkit gateway,
 # next to `genesys-keepalive bench` at the same N, one after the other in one sitting, each against a fresh
 # `genesys-keepalive gateway`. Both are measured from outside the same way: VmRSS and user+system CPU of the
-# client process, sampled SAMPLE_S seconds after it started, at N and at 1 connection; per connection is
-# (figure at N − figure at 1) / (N − 1), so that what a process costs with no connection (runtime, TLS roots,
-# HTTP client) cancels out. See BENCHMARKS.md, "Fleet".
+# client process, sampled WARM_S seconds after it started (every connection open) and again at SECS − 3 s, at
+# N and at 1 connection; per connection is (figure at N − figure at 1) / (N − 1), so that what a process costs
+# with no connection (runtime, TLS roots, HTTP client) cancels out. RSS is the second sample; CPU is the
+# steady state between the two samples, and also the total from the start. See BENCHMARKS.md, "Fleet".
 #
 #   scripts/fleet_compare.sh                 # N = 1000, tokio, 30 s per run
 #   N=200 SECS=15 scripts/fleet_compare.sh   # a quick check
 #
 # Environment (defaults in brackets):
 #   N            organisations / connections [1000]
-#   SECS         how long each client runs [30]; sampled at SECS − 3 s
+#   SECS         how long each client runs [40]; sampled at WARM_S and at SECS − 3 s
+#   WARM_S       the first sample [10]
 #   INTERVAL_MS  heartbeat interval [1000] (bench's `--interval-ms`; the fleet file's interval_matrix)
 #   DRIVER       tokio or async-std [tokio]
 #   BENCH_RUNTIME  bench's --runtime [current-thread for tokio, multi-thread for async-std: the executors
@@ -24,7 +26,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 N=${N:-1000}
-SECS=${SECS:-30}
+SECS=${SECS:-40}
+WARM_S=${WARM_S:-10}
 INTERVAL_MS=${INTERVAL_MS:-1000}
 DRIVER=${DRIVER:-tokio}
 if [[ -z "${BENCH_RUNTIME:-}" ]]; then
@@ -33,6 +36,7 @@ fi
 PORT=${PORT:-9401}
 OUT=${OUT:-target/fleet-compare}
 SAMPLE_S=$((SECS - 3))
+((SAMPLE_S > WARM_S)) || { echo "fleet_compare.sh: SECS must exceed WARM_S + 3" >&2; exit 1; }
 
 die() { echo "fleet_compare.sh: $*" >&2; exit 1; }
 say() { echo "fleet_compare.sh: $*" >&2; }
@@ -129,8 +133,10 @@ one() {
         pid=$!
     fi
     PIDS+=("$pid")
-    sleep "$SAMPLE_S"
-    local s
+    sleep "$WARM_S"
+    local w s
+    w=$(sample "$pid")
+    sleep $((SAMPLE_S - WARM_S))
     s=$(sample "$pid")
     if [[ $what == fleet ]]; then
         sleep 3
@@ -141,8 +147,8 @@ one() {
     echo "$status" >"$OUT/$what-$k.status"
     kill -TERM "$gw" 2>/dev/null || true
     wait "$gw" 2>/dev/null || true
-    echo "$s" >"$OUT/$what-$k.sample"
-    say "$what at $k: exit $status, VmRSS KiB and CPU s: $s"
+    echo "$w $s" >"$OUT/$what-$k.sample"
+    say "$what at $k: exit $status, VmRSS KiB and CPU s at ${WARM_S} s and ${SAMPLE_S} s: $w $s"
 }
 
 say "N=$N SECS=$SECS INTERVAL_MS=$INTERVAL_MS DRIVER=$DRIVER bench --runtime $BENCH_RUNTIME; output in $OUT"
@@ -150,19 +156,21 @@ one bench "$N"
 one fleet "$N"
 one bench 1
 one fleet 1
-read -r b_rss_n b_cpu_n <"$OUT/bench-$N.sample"
-read -r f_rss_n f_cpu_n <"$OUT/fleet-$N.sample"
-read -r b_rss_1 b_cpu_1 <"$OUT/bench-1.sample"
-read -r f_rss_1 f_cpu_1 <"$OUT/fleet-1.sample"
-
-python3 - "$N" "$SAMPLE_S" "$OUT" "$DRIVER" "$BENCH_RUNTIME" \
-    "$b_rss_n" "$b_cpu_n" "$b_rss_1" "$b_cpu_1" "$f_rss_n" "$f_cpu_n" "$f_rss_1" "$f_cpu_1" <<'PY'
+python3 - "$N" "$WARM_S" "$SAMPLE_S" "$OUT" "$DRIVER" "$BENCH_RUNTIME" <<'PY'
 import json, sys
-n, t, out, driver, brt = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-b_rss_n, b_cpu_n, b_rss_1, b_cpu_1, f_rss_n, f_cpu_n, f_rss_1, f_cpu_1 = map(float, sys.argv[6:14])
-def per(rn, r1): return (rn - r1) / (n - 1)
+n, t0, t, out, driver, brt = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+def load(w, k):
+    # rss and cpu at WARM_S, rss and cpu at SAMPLE_S
+    return list(map(float, open(f"{out}/{w}-{k}.sample").read().split()))
+bn, b1, fn, f1 = load("bench", n), load("bench", 1), load("fleet", n), load("fleet", 1)
+def per(a, b): return (a - b) / (n - 1)
+b_rss_n, b_cpu_n, b_rss_1, b_cpu_1 = bn[2], bn[3], b1[2], b1[3]
+f_rss_n, f_cpu_n, f_rss_1, f_cpu_1 = fn[2], fn[3], f1[2], f1[3]
 b_rss, f_rss = per(b_rss_n, b_rss_1), per(f_rss_n, f_rss_1)
+# Total CPU from the start, per connection-second, and the steady state between the samples.
 b_cpu, f_cpu = per(b_cpu_n, b_cpu_1) * 1e6 / t, per(f_cpu_n, f_cpu_1) * 1e6 / t
+b_st = per(bn[3] - bn[1], b1[3] - b1[1]) * 1e6 / (t - t0)
+f_st = per(fn[3] - fn[1], f1[3] - f1[1]) * 1e6 / (t - t0)
 bench = json.loads(open(f"{out}/bench-{n}.jsonl").read().splitlines()[-1])
 lines = open(f"{out}/fleet-{n}.jsonl").read().splitlines()
 kinds = {}
@@ -171,12 +179,12 @@ for l in lines:
     kinds[k] = kinds.get(k, 0) + 1
 stable = {json.loads(l)["connection"] for l in lines if '"state":"STABLE"' in l}
 statuses = {w: open(f"{out}/{w}-{n}.status").read().strip() for w in ("bench", "fleet")}
-print(f"| | N | open | VmRSS at N (KiB) | VmRSS at 1 (KiB) | RSS KiB/conn | CPU at N (s) | CPU at 1 (s) | CPU µs/conn/s | exit |")
-print(f"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-print(f"| bench --driver {driver} --runtime {brt} | {n:,} | {bench['open']:,} | {b_rss_n:,.0f} | {b_rss_1:,.0f} | {b_rss:.1f} | {b_cpu_n:.2f} | {b_cpu_1:.2f} | {b_cpu:.1f} | {statuses['bench']} |")
-print(f"| fleet --driver {driver} | {n:,} | {len(stable):,} STABLE | {f_rss_n:,.0f} | {f_rss_1:,.0f} | {f_rss:.1f} | {f_cpu_n:.2f} | {f_cpu_1:.2f} | {f_cpu:.1f} | {statuses['fleet']} |")
+print(f"| | N | open | VmRSS at N (KiB) | VmRSS at 1 (KiB) | RSS KiB/conn | CPU at N (s) | CPU at 1 (s) | CPU µs/conn/s, total | CPU µs/conn/s, {t0}–{t} s | exit |")
+print(f"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print(f"| bench --driver {driver} --runtime {brt} | {n:,} | {bench['open']:,} | {b_rss_n:,.0f} | {b_rss_1:,.0f} | {b_rss:.1f} | {b_cpu_n:.2f} | {b_cpu_1:.2f} | {b_cpu:.1f} | {b_st:.1f} | {statuses['bench']} |")
+print(f"| fleet --driver {driver} | {n:,} | {len(stable):,} STABLE | {f_rss_n:,.0f} | {f_rss_1:,.0f} | {f_rss:.1f} | {f_cpu_n:.2f} | {f_cpu_1:.2f} | {f_cpu:.1f} | {f_st:.1f} | {statuses['fleet']} |")
 print()
-print(f"fleet ÷ bench: RSS/conn {f_rss / b_rss:.2f}×, CPU/conn {f_cpu / b_cpu:.2f}× (sampled {t} s after start)")
+print(f"fleet ÷ bench: RSS/conn {f_rss / b_rss:.2f}×, CPU/conn total {f_cpu / b_cpu:.2f}×, steady {f_st / b_st:.2f}× (RSS at {t} s)")
 print(f"bench's own line: rss_per_conn_kb {bench['rss_per_conn_kb']:.1f}, cpu_s {bench['cpu_s']:.2f}, acks {bench['acks']:,}")
 print(f"fleet stdout lines at N: " + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())))
 PY

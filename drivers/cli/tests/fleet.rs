@@ -550,3 +550,54 @@ fn two_shards_split_one_file() {
         );
     }
 }
+
+/// When every connection stops on its own, the fleet exits with the first one's code (3 for refused
+/// credentials, 4 for reconnect attempts exhausted), after a stopped line each.
+#[test]
+fn every_connection_stopping_exits_with_the_first_ones_code() {
+    let gw = gateway();
+    gw.add_client("client-refused", &secret("refused"));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_base = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead); // nobody listens there now
+    let text = format!(
+        "{}{}{}",
+        defaults(&gw),
+        connection("refused", ""),
+        connection(
+            "unreachable",
+            &format!(
+                "api_base = \"{dead_base}\"\nlogin_base = \"{dead_base}\"\nmax_reconnect_attempts = 1\n"
+            )
+        ),
+    );
+    for driver in ["tokio", "async-std"] {
+        let path = write_file(&format!("all-stop-{driver}"), &text);
+        let mut env = creds("refused", "wrong-secret");
+        env.extend(creds("unreachable", &secret("unreachable")));
+        let mut p = Proc::fleet(&path, driver, None, &env);
+        let status = p.wait(Duration::from_secs(30));
+        let lines = p.json();
+        let stopped: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "stopped").collect();
+        assert_eq!(stopped.len(), 2, "{lines:?}");
+        let code = |conn: &str| {
+            stopped
+                .iter()
+                .find(|v| v["connection"] == conn)
+                .map(|v| v["exit_code"].as_i64().unwrap())
+        };
+        assert_eq!((code("refused"), code("unreachable")), (Some(3), Some(4)));
+        let first = stopped[0]["exit_code"].as_i64().unwrap() as i32;
+        assert_eq!(status.code(), Some(first), "{driver}: {:#?}", p.stderr());
+        let errors: Vec<String> = p
+            .stderr()
+            .into_iter()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{:#?}", p.stderr());
+        let first_name = stopped[0]["connection"].as_str().unwrap();
+        assert!(errors[0].contains(first_name), "{}", errors[0]);
+        p.assert_tagged_lines();
+        p.assert_no_secrets(&[secret("refused"), secret("unreachable")]);
+    }
+}

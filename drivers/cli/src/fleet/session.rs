@@ -81,16 +81,43 @@ struct StoppedLine<'a> {
     exit_code: u8,
 }
 
-/// Which connections still run, and which stopped on their own (in order).
+/// Which connections still run, which stopped on their own (in order), and the output not yet written.
 #[derive(Default)]
 struct Book {
     running: BTreeMap<Arc<str>, ()>,
     stopped: Vec<(Arc<str>, u8, String)>,
+    out: Vec<u8>,
 }
+
+/// Lines are written to stdout in one `write` per batch (what was ready at once) rather than one per line:
+/// a fleet prints a line per heartbeat per connection.
+const OUT_BATCH: usize = 64 * 1024;
+/// Items read without waiting after a wake, before the batch is written.
+const READY_BUDGET: usize = 512;
 
 impl Book {
     fn all_stopped(&self) -> bool {
         self.running.is_empty() && !self.stopped.is_empty()
+    }
+
+    fn line(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.push(b'\n');
+        if self.out.len() >= OUT_BATCH {
+            self.flush();
+        }
+    }
+
+    /// Writes and flushes the batch. A closed stdout is ignored (the fleet goes on).
+    fn flush(&mut self) {
+        use std::io::Write;
+        if self.out.is_empty() {
+            return;
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(&self.out);
+        let _ = stdout.flush();
+        self.out.clear();
     }
 }
 
@@ -140,22 +167,31 @@ async fn session<R: Runtime + Clone>(
             }
             Wake::Report(Some((name, report))) => {
                 if let Some(failure) = on_report(&mut book, &name, report) {
-                    drain(&mut reports, &mut notes, &mut book).await;
+                    drain(&mut reports, &mut notes, &mut book, usize::MAX).await;
+                    book.flush();
                     return Err(failure);
                 }
             }
-            Wake::Note(Some((name, n))) => print_note(&name, &n),
+            Wake::Note(Some((name, n))) => print_note(&mut book, &name, &n),
             // The merged streams end only once the fleet is gone, which it is not while this runs.
             Wake::Report(None) | Wake::Note(None) => future::pending::<()>().await,
             Wake::Tick => {
-                for name in book.running.keys() {
-                    if let Some(stats) = fleet.stats(name) {
+                let names: Vec<Arc<str>> = book.running.keys().cloned().collect();
+                for name in names {
+                    if let Some(stats) = fleet.stats(&name) {
                         let line = output::stats_line(&stats, false);
-                        output::emit_raw(&with_connection(&line, "stats", name));
+                        book.line(&with_connection(&line, "stats", &name));
                     }
                 }
             }
         }
+        // What else is ready goes into the same batch; then one write.
+        if let Some(failure) = drain(&mut reports, &mut notes, &mut book, READY_BUDGET).await {
+            drain(&mut reports, &mut notes, &mut book, usize::MAX).await;
+            book.flush();
+            return Err(failure);
+        }
+        book.flush();
     }
 }
 
@@ -181,7 +217,7 @@ fn on_report(book: &mut Book, name: &Arc<str>, report: Report) -> Option<Failure
         Report::Stopped(reason) => return on_stopped(book, name, &reason),
     };
     let kind = line_kind(&line);
-    output::emit_raw(&with_connection(&line, kind, name));
+    book.line(&with_connection(&line, kind, name));
     None
 }
 
@@ -195,7 +231,7 @@ fn on_stopped(book: &mut Book, name: &Arc<str>, reason: &StopReason) -> Option<F
             exit_code: code,
         },
     );
-    output::emit_raw(&line);
+    book.line(&line);
     tracing::warn!(connection = %name, %reason, "a connection stopped on its own; the others go on");
     if book.running.remove(name).is_some() {
         book.stopped.push((name.clone(), code, reason.to_string()));
@@ -217,19 +253,35 @@ fn line_kind(line: &str) -> &str {
         .unwrap_or("")
 }
 
-fn print_note(name: &str, n: &Notification) {
+fn print_note(book: &mut Book, name: &str, n: &Notification) {
     let line = output::notification_line(&n.raw, &n.topic_name);
-    output::emit_raw(&with_connection(&line, "notification", name));
+    book.line(&with_connection(&line, "notification", name));
 }
 
-/// Prints every report and notification already queued, without waiting for more.
-async fn drain(reports: &mut FleetReports, notes: &mut FleetNotifications, book: &mut Book) {
-    while let Some(Some((name, report))) = future::poll_once(reports.recv()).await {
-        let _ = on_report(book, &name, report);
+/// Prints up to `budget` reports and as many notifications already queued, without waiting for more;
+/// returns the fleet's failure if the last running connection stopped meanwhile.
+async fn drain(
+    reports: &mut FleetReports,
+    notes: &mut FleetNotifications,
+    book: &mut Book,
+    budget: usize,
+) -> Option<Failure> {
+    let mut failure = None;
+    for _ in 0..budget {
+        let Some(Some((name, report))) = future::poll_once(reports.recv()).await else {
+            break;
+        };
+        if let Some(f) = on_report(book, &name, report) {
+            failure.get_or_insert(f);
+        }
     }
-    while let Some(Some((name, n))) = future::poll_once(notes.recv()).await {
-        print_note(&name, &n);
+    for _ in 0..budget {
+        let Some(Some((name, n))) = future::poll_once(notes.recv()).await else {
+            break;
+        };
+        print_note(book, &name, &n);
     }
+    failure
 }
 
 /// SIGINT/SIGTERM: every connection closes gracefully (a second signal stops waiting), then a final stats
@@ -254,13 +306,14 @@ async fn shut_down<R: Runtime + Clone>(
             .filter_map(|n| fleet.stats(&n).map(|s| (n, s)))
             .collect()
     });
-    drain(reports, notes, book).await;
+    drain(reports, notes, book, usize::MAX).await;
     for (name, stats) in finals {
         if book.running.contains_key(&name) {
             let line = output::stats_line(&stats, true);
-            output::emit_raw(&with_connection(&line, "stats", &name));
+            book.line(&with_connection(&line, "stats", &name));
         }
     }
+    book.flush();
     Ok(if book.stopped.is_empty() {
         0
     } else {
