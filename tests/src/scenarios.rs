@@ -92,6 +92,8 @@ pub enum ClientReport {
         /// After.
         to: State,
     },
+    /// A window in which notifications may have been missed.
+    Gap(genesys_keepalive::Gap),
     /// The machine stopped.
     Stopped(StopReason),
 }
@@ -327,6 +329,13 @@ pub fn trace(reports: &[ClientReport]) -> String {
                 a.metrics.detail.as_deref().unwrap_or("")
             ),
             ClientReport::State { from, to } => format!("STATE {from} -> {to}"),
+            ClientReport::Gap(g) => format!(
+                "GAP {} .. {} {} {:?}",
+                g.from_iso8601(),
+                g.to_iso8601(),
+                g.reason,
+                g.topics
+            ),
             ClientReport::Stopped(r) => format!("STOPPED {r}"),
         };
         out.push_str(&line);
