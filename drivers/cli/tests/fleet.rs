@@ -601,3 +601,64 @@ fn every_connection_stopping_exits_with_the_first_ones_code() {
         p.assert_no_secrets(&[secret("refused"), secret("unreachable")]);
     }
 }
+
+/// Every socket reset at once: each connection comes back on its own and prints its gap line (tagged with
+/// its name, with its topics), and the fleet goes on.
+fn reset_reports_a_gap_per_connection(driver: &str) {
+    let gw = gateway();
+    let orgs = ["east", "west"];
+    let mut env = Vec::new();
+    let mut text = defaults(&gw);
+    for org in orgs {
+        gw.add_client(&format!("client-{org}"), &secret(org));
+        env.extend(creds(org, &secret(org)));
+        text.push_str(&connection(org, ""));
+    }
+    let path = write_file(&format!("gap-{driver}"), &text);
+    let mut p = Proc::fleet(&path, driver, None, &env);
+    p.wait_for("both STABLE", Duration::from_secs(20), |l| {
+        orgs.iter().all(|o| stable(l, o))
+    });
+    gw.set_fault(genesys_keepalive_testkit::Fault::Reset);
+    p.wait_for("a gap line per connection", Duration::from_secs(20), |l| {
+        orgs.iter().all(|o| of(l, "gap", o).next().is_some())
+    });
+    let lines = p.json();
+    for org in orgs {
+        let gap = of(&lines, "gap", org).next().unwrap();
+        assert_eq!(gap["topics"], serde_json::json!([TOPIC]), "{gap}");
+        assert!(
+            gap["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{gap}"
+        );
+        assert!(gap["from"].as_str() <= gap["to"].as_str(), "{gap}");
+    }
+    gw.set_fault(genesys_keepalive_testkit::Fault::None);
+    p.wait_for("both reconnected", Duration::from_secs(20), |_| {
+        orgs.iter().all(|o| {
+            gw.stats()
+                .per_client
+                .get(&format!("client-{o}"))
+                .is_some_and(|c| c.sockets_open_now == 1 && c.sockets_opened >= 2)
+        })
+    });
+    p.sigterm();
+    assert_eq!(
+        p.wait(Duration::from_secs(15)).code(),
+        Some(0),
+        "{:#?}",
+        p.stderr()
+    );
+    p.assert_tagged_lines();
+    p.assert_no_secrets(&orgs.map(secret));
+}
+
+#[test]
+fn a_reset_prints_a_gap_line_per_connection_tokio() {
+    reset_reports_a_gap_per_connection("tokio");
+}
+
+#[test]
+fn a_reset_prints_a_gap_line_per_connection_async_std() {
+    reset_reports_a_gap_per_connection("async-std");
+}

@@ -213,6 +213,7 @@ fn on_report(book: &mut Book, name: &Arc<str>, report: Report) -> Option<Failure
         Report::Audit(entry) => json_line("audit", &entry),
         Report::Alert(alert) => json_line("alert", &alert),
         Report::State { from, to } => output::state_line(from, to),
+        Report::Gap(gap) => json_line("gap", &output::GapLine::from(&gap)),
         Report::Stopped(StopReason::Shutdown) => return None,
         Report::Stopped(reason) => return on_stopped(book, name, &reason),
     };
