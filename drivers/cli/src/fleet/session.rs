@@ -1,9 +1,13 @@
 //! The fleet's run loop, the same for both drivers (only the runtime that carries it differs): the merged
 //! reports and notifications of every connection as JSON lines, periodic stats, the stopped lines, and the
-//! graceful shutdown on SIGINT/SIGTERM. Runtime-neutral pieces only: `async-signal`, `async-io` timers.
+//! graceful shutdown on SIGINT/SIGTERM. The runtime gives the loop its signals and its timer: tokio's own
+//! under tokio (async-io's, polled from a tokio thread, kept the loop spinning: one idle connection cost half
+//! a core), `async-signal` and `async-io` under async-std.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, StreamExt};
@@ -24,8 +28,12 @@ pub fn run_tokio(members: Vec<Member>, opts: FleetOptions) -> Result<u8, Failure
         .build()
         .map_err(|e| Failure::internal(format!("cannot start the tokio runtime: {e}")))?;
     let out = rt.block_on(async {
+        let signals = crate::signals::Shutdown::install()
+            .map(Shutdown::Tokio)
+            .map_err(|e| Failure::internal(format!("cannot install signal handlers: {e}")))?;
         let fleet = genesys_keepalive_tokio::Fleet::with_options(options(&opts));
-        session(&fleet, members, &opts).await
+        let sleep: Sleep = |at| Box::pin(tokio::time::sleep_until(at.into()));
+        session(&fleet, members, &opts, signals, sleep).await
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     out
@@ -34,8 +42,14 @@ pub fn run_tokio(members: Vec<Member>, opts: FleetOptions) -> Result<u8, Failure
 /// `fleet --driver async-std`: the connections on async-std's executor, the loop on `block_on`.
 pub fn run_async_std(members: Vec<Member>, opts: FleetOptions) -> Result<u8, Failure> {
     async_std::task::block_on(async {
+        let signals = Shutdown::install_neutral()?;
         let fleet = genesys_keepalive_async_std::Fleet::with_options(options(&opts));
-        session(&fleet, members, &opts).await
+        let sleep: Sleep = |at| {
+            Box::pin(async move {
+                async_io::Timer::at(at).await;
+            })
+        };
+        session(&fleet, members, &opts, signals, sleep).await
     })
 }
 
@@ -47,24 +61,35 @@ fn options(opts: &FleetOptions) -> Options {
     }
 }
 
-/// SIGINT / SIGTERM, installed before the first connection starts.
-struct Shutdown(async_signal::Signals);
+/// A timer of the runtime that carries the loop.
+type Sleep = fn(Instant) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// SIGINT / SIGTERM, installed before the first connection starts: tokio's under tokio, `async-signal`'s
+/// otherwise.
+enum Shutdown {
+    Tokio(crate::signals::Shutdown),
+    Neutral(async_signal::Signals),
+}
 
 impl Shutdown {
-    fn install() -> Result<Self, Failure> {
+    fn install_neutral() -> Result<Self, Failure> {
         use async_signal::Signal;
         #[cfg(unix)]
         let signals = [Signal::Int, Signal::Term];
         #[cfg(not(unix))]
         let signals = [Signal::Int];
         async_signal::Signals::new(signals)
-            .map(Shutdown)
+            .map(Shutdown::Neutral)
             .map_err(|e| Failure::internal(format!("cannot install signal handlers: {e}")))
     }
 
     async fn recv(&mut self) -> &'static str {
+        let signals = match self {
+            Shutdown::Tokio(s) => return s.recv().await,
+            Shutdown::Neutral(s) => s,
+        };
         loop {
-            match self.0.next().await {
+            match signals.next().await {
                 Some(Ok(async_signal::Signal::Int)) => return "SIGINT",
                 Some(Ok(async_signal::Signal::Term)) => return "SIGTERM",
                 Some(_) => continue,
@@ -133,8 +158,9 @@ async fn session<R: Runtime + Clone>(
     fleet: &Fleet<R>,
     members: Vec<Member>,
     opts: &FleetOptions,
+    mut signals: Shutdown,
+    sleep: Sleep,
 ) -> Result<u8, Failure> {
-    let mut signals = Shutdown::install()?;
     let internal = || Failure::new(EXIT_INTERNAL, "the fleet's merged streams were taken twice");
     let mut notes = fleet.notifications().ok_or_else(internal)?;
     let mut reports = fleet.reports().ok_or_else(internal)?;
@@ -147,12 +173,16 @@ async fn session<R: Runtime + Clone>(
         tracing::warn!("no connection to run (is this shard empty?); waiting for SIGINT/SIGTERM");
     }
     let every = opts.stats_interval;
-    let mut next_tick = every.map(|d| Instant::now() + d);
+    // One timer per stats period, kept across the loop's turns (not made anew on every wake).
+    let mut ticker = every.map(|d| sleep(Instant::now() + d));
     loop {
         let wake = future::or(async { Wake::Signal(signals.recv().await) }, async {
             future::or(async { Wake::Report(reports.recv().await) }, async {
                 future::or(async { Wake::Note(notes.recv().await) }, async {
-                    tick(&mut next_tick, every).await;
+                    match ticker.as_mut() {
+                        Some(t) => t.as_mut().await,
+                        None => future::pending().await,
+                    }
                     Wake::Tick
                 })
                 .await
@@ -176,6 +206,7 @@ async fn session<R: Runtime + Clone>(
             // The merged streams end only once the fleet is gone, which it is not while this runs.
             Wake::Report(None) | Wake::Note(None) => future::pending::<()>().await,
             Wake::Tick => {
+                ticker = every.map(|d| sleep(Instant::now() + d));
                 let names: Vec<Arc<str>> = book.running.keys().cloned().collect();
                 for name in names {
                     if let Some(stats) = fleet.stats(&name) {
@@ -320,15 +351,4 @@ async fn shut_down<R: Runtime + Clone>(
     } else {
         EXIT_SOME_STOPPED
     })
-}
-
-/// The next periodic stats tick (a missed tick is delayed, not burst).
-async fn tick(next: &mut Option<Instant>, every: Option<Duration>) {
-    match (next.as_mut(), every) {
-        (Some(at), Some(every)) => {
-            async_io::Timer::at(*at).await;
-            *at = Instant::now() + every;
-        }
-        _ => future::pending().await,
-    }
 }
