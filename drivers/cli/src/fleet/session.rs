@@ -119,6 +119,10 @@ struct Book {
 const OUT_BATCH: usize = 64 * 1024;
 /// Items read without waiting after a wake, before the batch is written.
 const READY_BUDGET: usize = 512;
+/// Connections started at once (as `bench` connects, 256 attempts in flight): each start is a TCP
+/// connection, maybe TLS and a token request; a fleet starts the next wave when a wave's sockets are open
+/// or have stopped.
+const CONNECT_WAVE: usize = 256;
 
 impl Book {
     fn all_stopped(&self) -> bool {
@@ -165,9 +169,32 @@ async fn session<R: Runtime + Clone>(
     let mut notes = fleet.notifications().ok_or_else(internal)?;
     let mut reports = fleet.reports().ok_or_else(internal)?;
     let mut book = Book::default();
-    for m in members {
-        fleet.add(&m.name, m.config).map_err(add_failed)?;
-        book.running.insert(Arc::from(m.name.as_str()), ());
+    // Connections start in waves of CONNECT_WAVE, each wave once its sockets are open (or stopped).
+    let mut pending = members.into_iter();
+    loop {
+        let mut wave = Vec::new();
+        for m in pending.by_ref().take(CONNECT_WAVE) {
+            wave.push(fleet.add(&m.name, m.config).map_err(add_failed)?);
+            book.running.insert(Arc::from(m.name.as_str()), ());
+        }
+        if wave.is_empty() {
+            break;
+        }
+        let opened = async {
+            for h in &wave {
+                let _ = h.opened().await;
+            }
+            None
+        };
+        if let Some(sig) = future::or(opened, async { Some(signals.recv().await) }).await {
+            tracing::info!("{sig} while connecting: closing every connection gracefully");
+            return shut_down(fleet, &mut signals, &mut reports, &mut notes, &mut book).await;
+        }
+        if let Some(failure) = drain(&mut reports, &mut notes, &mut book, usize::MAX).await {
+            book.flush();
+            return Err(failure);
+        }
+        book.flush();
     }
     if book.running.is_empty() {
         tracing::warn!("no connection to run (is this shard empty?); waiting for SIGINT/SIGTERM");
