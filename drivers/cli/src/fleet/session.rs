@@ -5,9 +5,9 @@
 //! a core), `async-signal` and `async-io` under async-std.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, StreamExt};
