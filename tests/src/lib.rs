@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod gateway;
+pub mod nginx;
 pub mod proxy;
 pub mod scenarios;
 mod tls;

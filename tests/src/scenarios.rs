@@ -375,7 +375,7 @@ async fn connect<D: DriverUnderTest + ?Sized>(
     d.connect(config, options).await.map(Client::new)
 }
 
-async fn connect_ok<D: DriverUnderTest + ?Sized>(d: &D, config: Config) -> Client {
+pub(crate) async fn connect_ok<D: DriverUnderTest + ?Sized>(d: &D, config: Config) -> Client {
     match within(
         d,
         Duration::from_secs(10),
@@ -413,7 +413,12 @@ fn publish_n(gw: &Gateway, topic: &str, n: usize) -> Vec<u64> {
 }
 
 /// Asserts that every seq in `expected` was seen exactly once.
-fn assert_exactly_once(d: &str, expected: &[u64], seen: &BTreeMap<u64, u32>, trace: &str) {
+pub(crate) fn assert_exactly_once(
+    d: &str,
+    expected: &[u64],
+    seen: &BTreeMap<u64, u32>,
+    trace: &str,
+) {
     let missing: Vec<u64> = expected
         .iter()
         .copied()
@@ -431,7 +436,7 @@ fn assert_exactly_once(d: &str, expected: &[u64], seen: &BTreeMap<u64, u32>, tra
     );
 }
 
-async fn shutdown_and_check<D: DriverUnderTest + ?Sized>(d: &D, mut c: Client) -> Stats {
+pub(crate) async fn shutdown_and_check<D: DriverUnderTest + ?Sized>(d: &D, mut c: Client) -> Stats {
     let stats = within(d, Duration::from_secs(5), c.handle.shutdown())
         .await
         .unwrap_or_else(|| panic!("[{}] shutdown did not finish within 5 s", d.name()));
