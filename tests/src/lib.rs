@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod nginx;
 pub mod proxy;
 pub mod scenarios;
+pub mod soak;
 mod tls;
 mod util;
 
