@@ -1,5 +1,5 @@
 //! The tokio driver as a [`DriverUnderTest`], on a two-worker multi-thread runtime of its own (the e2e
-//! suite in `e2e_tokio` and the nginx tests).
+//! suite in `e2e_tokio`, the nginx tests and the soak).
 //!
 //! Every `tracing` event of the process is captured in memory (and checked for credentials by the
 //! scenarios); set `E2E_LOG=1` to also see it on stderr.
@@ -106,6 +106,7 @@ impl ClientHandle for TokioClient {
                     Report::Audit(a) => ClientReport::Audit(a),
                     Report::Alert(a) => ClientReport::Alert(a),
                     Report::State { from, to } => ClientReport::State { from, to },
+                    Report::Gap(g) => ClientReport::Gap(g),
                     Report::Stopped(r) => ClientReport::Stopped(r),
                 }),
                 Err(genesys_keepalive_tokio::TryRecvError::Lagged(n)) => {
@@ -165,3 +166,4 @@ impl DriverUnderTest for Tokio {
         LOGS.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
+
