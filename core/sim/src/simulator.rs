@@ -248,10 +248,6 @@ pub struct Summary {
     pub duplicated: u64,
     /// The sequence numbers of the lost ones, in order, with when each was published.
     pub lost_seqs: Vec<(u64, Duration)>,
-    /// Outages the machine detected: for each dead-peer alert, from the last frame it had received to
-    /// the alert. (A notification that reached a socket the machine then declared dead is lost inside
-    /// one of these; the gap reports will name the same windows.)
-    pub detected_outages: Vec<(Duration, Duration)>,
     /// Published in the last 10 s of the run and not delivered yet (not counted as lost).
     pub in_flight_at_end: u64,
     /// Published while no open socket was subscribed (before the first connection, during an outage).
@@ -357,8 +353,6 @@ struct Sim<'a> {
     last_heartbeat: HashMap<SocketId, Instant>,
     /// Sockets the machine discarded: like a driver, the simulator drops what was still on its way.
     discarded: HashSet<SocketId>,
-    /// When the machine last received a frame (for [`Summary::detected_outages`]).
-    last_inbound: Instant,
     // faults on the client's clock and the token endpoint
     /// The client is frozen until then ([`Fault::Suspend`]).
     frozen_until: Option<Instant>,
@@ -438,7 +432,6 @@ pub fn run(scenario: &Scenario, start: Instant) -> SimReport {
         blackhole_started: Vec::new(),
         last_heartbeat: HashMap::new(),
         discarded: HashSet::new(),
-        last_inbound: start,
         frozen_until: None,
         stale_by: Duration::ZERO,
         stale_left: 0,
@@ -556,12 +549,6 @@ impl Sim<'_> {
                     format!("-> (stamped {} ms early) {ev}", back.as_millis())
                 }
             });
-        }
-        if matches!(
-            event,
-            Event::FrameReceived { .. } | Event::BinaryReceived { .. }
-        ) {
-            self.last_inbound = self.now;
         }
         if let Some(c) = self.checker.as_mut() {
             if let Err(v) = c.event(stamp, &event) {
@@ -694,8 +681,6 @@ impl Sim<'_> {
             Action::ReconnectAfter(d) => self.summary.reconnect_delays.push(d),
             Action::Alert(a) => {
                 if a.event == AlertEvent::DeadPeer {
-                    let from = self.last_inbound.saturating_duration_since(self.start);
-                    self.summary.detected_outages.push((from, self.at()));
                     if let Some(t) = self.blackhole_started.first().copied() {
                         self.blackhole_started.remove(0);
                         self.summary
