@@ -7,22 +7,21 @@
 //! notification published while a connection was STABLE and no fault was active (nor had been for the
 //! settle time) is delivered to it exactly once; RSS at the end is within 10 % of RSS after warm-up; the
 //! process's open file descriptors are back to their count before the soak once everything is shut down.
-//! Notifications not delivered are all inside a fault window (gap reports, issue 9, will name them
-//! precisely once they land).
+//! And every notification a connection did not get lies inside a gap that connection reported.
 //!
 //! Size and length: `SOAK_CONNECTIONS` (default 200), `SOAK_SECS` (default 20), `SOAK_SEED`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::{self, StreamExt};
 use genesys_keepalive::rng::Rng;
-use genesys_keepalive::{Config, State};
+use genesys_keepalive::{Config, Gap, State};
 
 use crate::gateway::{Endpoint, Fault, Gateway, GatewayConfig, Scripted};
 use crate::proxy::{Proxy, ProxyMode};
 use crate::scenarios::{
-    self, config, connect_ok, within, DriverUnderTest, CLIENT_ID, SECRET, TOPIC,
+    self, config, connect_ok, within, ClientReport, DriverUnderTest, CLIENT_ID, SECRET, TOPIC,
 };
 
 /// After a fault ends, how long before publishing counts as "to a healthy socket" again: the idle
@@ -143,6 +142,8 @@ pub struct SoakFigures {
     pub reconnects: u64,
     /// Dead peers detected over all connections.
     pub dead_peers: u64,
+    /// Gaps reported over all connections.
+    pub gaps: u64,
     /// RSS after warm-up and at the end, KiB.
     pub rss_warm_kib: u64,
     /// RSS at the end, KiB.
@@ -218,8 +219,10 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
     let mut gw = Gateway::start(gateway_config(0)).expect("gateway");
     let proxy = Proxy::start(gw.addr()).expect("proxy");
     let mut clients = Vec::with_capacity(spec.connections);
+    let mut opened_at = Vec::with_capacity(spec.connections);
     for _ in 0..spec.connections {
         clients.push(connect_ok(d, config_via(&gw, &proxy)).await);
+        opened_at.push(SystemTime::now());
     }
     // One merged stream of (connection, seq).
     let streams: Vec<_> = clients
@@ -234,6 +237,8 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
     let mut merged = stream::select_all(streams);
     let mut seen: Vec<BTreeMap<u64, u32>> = vec![BTreeMap::new(); spec.connections];
     let mut expected: Vec<Vec<u64>> = vec![Vec::new(); spec.connections];
+    let mut gaps: Vec<Vec<Gap>> = vec![Vec::new(); spec.connections];
+    let mut published_at: Vec<SystemTime> = Vec::new();
 
     let plan = schedule(&spec);
     let start = Instant::now();
@@ -266,6 +271,7 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         // Numbered here: a restarted gateway counts its own seqs from 1 again.
         fig.published += 1;
         let seq = fig.published;
+        published_at.push(SystemTime::now());
         gw.publish(TOPIC, serde_json::json!({ "n": seq }));
         if healthy_now {
             for (i, c) in clients.iter().enumerate() {
@@ -275,10 +281,8 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
             }
         }
         drain(d, &mut merged, &mut seen, Duration::from_millis(200)).await;
-        // Reports are not kept: a soak's worth of audit entries would be memory the client never holds.
-        for c in &clients {
-            c.handle.take_reports();
-        }
+        // Only gap reports are kept: a soak's worth of audit entries would be memory the client never holds.
+        keep_gaps(&clients, &mut gaps);
         fig.rss_peak_kib = fig.rss_peak_kib.max(rss_kib());
     }
     if let Some((f, _)) = active {
@@ -295,6 +299,7 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
     for _ in 0..5 {
         fig.published += 1;
         let seq = fig.published;
+        published_at.push(SystemTime::now());
         gw.publish(TOPIC, serde_json::json!({ "n": seq }));
         for e in &mut expected {
             e.push(seq);
@@ -314,6 +319,7 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         drain(d, &mut merged, &mut seen, Duration::from_millis(200)).await;
     }
     fig.rss_end_kib = rss_kib();
+    keep_gaps(&clients, &mut gaps);
 
     // Assertions, per connection.
     let mut problems = Vec::new();
@@ -332,6 +338,25 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
             .iter()
             .filter(|q| !seen[i].contains_key(q))
             .collect();
+        // Published after the connection first opened (before that it was owed nothing).
+        let outside: Vec<u64> = (1..=fig.published)
+            .filter(|q| !seen[i].contains_key(q))
+            .filter(|q| published_at[*q as usize - 1] > opened_at[i])
+            .filter(|q| {
+                let t = published_at[*q as usize - 1];
+                !gaps[i]
+                    .iter()
+                    .any(|g| g.from <= t + SLACK && t <= g.to + SLACK)
+            })
+            .collect();
+        if !outside.is_empty() {
+            problems.push(format!(
+                "connection {i}: {} undelivered outside every gap it reported: {outside:?}; gaps {:?}",
+                outside.len(),
+                gaps[i]
+            ));
+        }
+        fig.gaps += gaps[i].len() as u64;
         if !missing.is_empty() {
             problems.push(format!(
                 "connection {i} missed {} published while it was STABLE outside fault windows: {missing:?}",
@@ -390,6 +415,19 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         d.name()
     );
     fig
+}
+
+/// A gap's ends are stamped by the client, a publish time by the test: this much slack between them.
+const SLACK: Duration = Duration::from_millis(100);
+
+/// Takes every connection's reports, keeping the gaps.
+fn keep_gaps(clients: &[scenarios::Client], gaps: &mut [Vec<Gap>]) {
+    for (c, g) in clients.iter().zip(gaps.iter_mut()) {
+        g.extend(c.handle.take_reports().into_iter().filter_map(|r| match r {
+            ClientReport::Gap(gap) => Some(gap),
+            _ => None,
+        }));
+    }
 }
 
 async fn drain<D: DriverUnderTest + ?Sized>(
