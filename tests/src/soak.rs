@@ -9,7 +9,8 @@
 //! process's open file descriptors are back to their count before the soak once everything is shut down.
 //! And every notification a connection did not get lies inside a gap that connection reported.
 //!
-//! Size and length: `SOAK_CONNECTIONS` (default 200), `SOAK_SECS` (default 20), `SOAK_SEED`.
+//! Size and length: `SOAK_CONNECTIONS` (default 200), `SOAK_SECS` (default 20), `SOAK_SEED`, and the
+//! clients' heartbeat `SOAK_HEARTBEAT_MS` (default 400, the e2e scenarios' compressed timing).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,8 +26,10 @@ use crate::scenarios::{
 };
 
 /// After a fault ends, how long before publishing counts as "to a healthy socket" again: the idle
-/// timeout (1.5 s) plus the backoff cap (1 s) plus setup, with margin.
-const SETTLE: Duration = Duration::from_secs(4);
+/// timeout plus the backoff cap (1 s) plus setup, with margin (4 s at the default 400 ms heartbeat).
+fn settle(spec: &SoakSpec) -> Duration {
+    spec.idle() + Duration::from_millis(2_500)
+}
 
 /// The soak's size, from the environment.
 #[derive(Debug, Clone, Copy)]
@@ -37,10 +40,20 @@ pub struct SoakSpec {
     pub duration: Duration,
     /// Seeds the schedule.
     pub seed: u64,
+    /// The clients' STABLE heartbeat interval (the e2e scenarios' 400 ms by default); the idle timeout
+    /// keeps the scenarios' ratio (1.5 s per 400 ms).
+    pub heartbeat: Duration,
 }
 
 impl SoakSpec {
-    /// `SOAK_CONNECTIONS` (200), `SOAK_SECS` (20), `SOAK_SEED` (11).
+    /// The clients' idle timeout: 3.75 heartbeats.
+    pub fn idle(&self) -> Duration {
+        self.heartbeat * 15 / 4
+    }
+}
+
+impl SoakSpec {
+    /// `SOAK_CONNECTIONS` (200), `SOAK_SECS` (20), `SOAK_SEED` (11), `SOAK_HEARTBEAT_MS` (400).
     pub fn from_env() -> Self {
         let var = |k: &str, d: u64| {
             std::env::var(k)
@@ -52,6 +65,7 @@ impl SoakSpec {
             connections: var("SOAK_CONNECTIONS", 200) as usize,
             duration: Duration::from_secs(var("SOAK_SECS", 20)),
             seed: var("SOAK_SEED", 11),
+            heartbeat: Duration::from_millis(var("SOAK_HEARTBEAT_MS", 400)),
         }
     }
 }
@@ -193,9 +207,12 @@ fn clear(gw: &Gateway, proxy: &Proxy, fault: SoakFault) {
     }
 }
 
-fn config_via(gw: &Gateway, proxy: &Proxy) -> Config {
+fn config_via(gw: &Gateway, proxy: &Proxy, spec: &SoakSpec) -> Config {
     let base = format!("http://{}", proxy.addr());
     config(gw)
+        .heartbeat_interval(spec.heartbeat)
+        .max_idle(spec.idle())
+        .ack_timeout(spec.heartbeat * 5 / 2)
         .api_base(base.clone())
         .login_base(base)
         .max_reconnect_attempts(100_000)
@@ -221,7 +238,7 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
     let mut clients = Vec::with_capacity(spec.connections);
     let mut opened_at = Vec::with_capacity(spec.connections);
     for _ in 0..spec.connections {
-        clients.push(connect_ok(d, config_via(&gw, &proxy)).await);
+        clients.push(connect_ok(d, config_via(&gw, &proxy, &spec)).await);
         opened_at.push(SystemTime::now());
     }
     // One merged stream of (connection, seq).
@@ -267,7 +284,7 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
             active = Some((f, Instant::now() + span));
             quiet_since = None;
         }
-        let healthy_now = quiet_since.is_some_and(|q| q.elapsed() >= SETTLE);
+        let healthy_now = quiet_since.is_some_and(|q| q.elapsed() >= settle(&spec));
         // Numbered here: a restarted gateway counts its own seqs from 1 again.
         fig.published += 1;
         let seq = fig.published;
