@@ -12,7 +12,6 @@
 //! Size and length: `SOAK_CONNECTIONS` (default 200), `SOAK_SECS` (default 20), `SOAK_SEED`, and the
 //! clients' heartbeat `SOAK_HEARTBEAT_MS` (default 400, the e2e scenarios' compressed timing).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::{self, StreamExt};
@@ -252,7 +251,9 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         })
         .collect();
     let mut merged = stream::select_all(streams);
-    let mut seen: Vec<BTreeMap<u64, u32>> = vec![BTreeMap::new(); spec.connections];
+    // Deliveries per connection, by seq: one byte per publish, so the test's own books stay small next to
+    // the clients (RSS is measured for the whole process).
+    let mut seen: Vec<Seen> = vec![Seen::default(); spec.connections];
     let mut expected: Vec<Vec<u64>> = vec![Vec::new(); spec.connections];
     let mut gaps: Vec<Vec<Gap>> = vec![Vec::new(); spec.connections];
     let mut published_at: Vec<SystemTime> = Vec::new();
@@ -328,7 +329,7 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         let got = expected
             .iter()
             .zip(&seen)
-            .map(|(e, s)| e.iter().filter(|q| s.contains_key(q)).count())
+            .map(|(e, s)| e.iter().filter(|q| s.has(**q)).count())
             .sum::<usize>();
         if got >= want {
             break;
@@ -347,17 +348,14 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         if s.state != State::Stable {
             problems.push(format!("connection {i} ends {}: {s:?}", s.state));
         }
-        let dup: Vec<_> = seen[i].iter().filter(|(_, n)| **n > 1).collect();
+        let dup = seen[i].duplicated();
         if !dup.is_empty() {
             problems.push(format!("connection {i} got duplicates {dup:?}"));
         }
-        let missing: Vec<_> = expected[i]
-            .iter()
-            .filter(|q| !seen[i].contains_key(q))
-            .collect();
+        let missing: Vec<_> = expected[i].iter().filter(|q| !seen[i].has(**q)).collect();
         // Published after the connection first opened (before that it was owed nothing).
         let outside: Vec<u64> = (1..=fig.published)
-            .filter(|q| !seen[i].contains_key(q))
+            .filter(|q| !seen[i].has(*q))
             .filter(|q| published_at[*q as usize - 1] > opened_at[i])
             .filter(|q| {
                 let t = published_at[*q as usize - 1];
@@ -382,10 +380,7 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         }
     }
     fig.expected = expected.iter().map(|e| e.len() as u64).sum();
-    fig.delivered = seen
-        .iter()
-        .map(|s| s.values().map(|n| u64::from(*n)).sum::<u64>())
-        .sum();
+    fig.delivered = seen.iter().map(Seen::total).sum();
     for c in &clients {
         within(d, Duration::from_secs(10), c.handle.shutdown()).await;
     }
@@ -434,6 +429,33 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
     fig
 }
 
+/// How many times each seq arrived at one connection (index: seq).
+#[derive(Debug, Clone, Default)]
+struct Seen(Vec<u8>);
+
+impl Seen {
+    fn add(&mut self, seq: u64) {
+        let i = seq as usize;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, 0);
+        }
+        self.0[i] = self.0[i].saturating_add(1);
+    }
+
+    fn has(&self, seq: u64) -> bool {
+        self.0.get(seq as usize).is_some_and(|n| *n > 0)
+    }
+
+    fn duplicated(&self) -> Vec<(usize, u8)> {
+        let dup = self.0.iter().enumerate().filter(|(_, n)| **n > 1);
+        dup.map(|(q, n)| (q, *n)).collect()
+    }
+
+    fn total(&self) -> u64 {
+        self.0.iter().map(|n| u64::from(*n)).sum()
+    }
+}
+
 /// A gap's ends are stamped by the client, a publish time by the test: this much slack between them.
 const SLACK: Duration = Duration::from_millis(100);
 
@@ -450,13 +472,13 @@ fn keep_gaps(clients: &[scenarios::Client], gaps: &mut [Vec<Gap>]) {
 async fn drain<D: DriverUnderTest + ?Sized>(
     d: &D,
     merged: &mut stream::SelectAll<futures_util::stream::BoxStream<'static, (usize, Option<u64>)>>,
-    seen: &mut [BTreeMap<u64, u32>],
+    seen: &mut [Seen],
     span: Duration,
 ) {
     let start = Instant::now();
     while let Some(left) = span.checked_sub(start.elapsed()) {
         match within(d, left, merged.next()).await.flatten() {
-            Some((i, Some(seq))) => *seen[i].entry(seq).or_default() += 1,
+            Some((i, Some(seq))) => seen[i].add(seq),
             Some((_, None)) => {}
             None => return,
         }
