@@ -166,4 +166,3 @@ impl DriverUnderTest for Tokio {
         LOGS.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
-
