@@ -16,8 +16,10 @@
 
 mod gap_scenarios;
 pub mod gateway;
+pub mod nginx;
 pub mod proxy;
 pub mod scenarios;
+pub mod soak;
 mod tls;
 mod util;
 

@@ -428,7 +428,12 @@ fn publish_n(gw: &Gateway, topic: &str, n: usize) -> Vec<u64> {
 }
 
 /// Asserts that every seq in `expected` was seen exactly once.
-fn assert_exactly_once(d: &str, expected: &[u64], seen: &BTreeMap<u64, u32>, trace: &str) {
+pub(crate) fn assert_exactly_once(
+    d: &str,
+    expected: &[u64],
+    seen: &BTreeMap<u64, u32>,
+    trace: &str,
+) {
     let missing: Vec<u64> = expected
         .iter()
         .copied()

@@ -48,7 +48,10 @@ mod gaps;
 pub mod genesys;
 mod simulator;
 
-pub use simulator::{run, Fault, GatewaySpec, Scenario, SimReport, Summary, TraceEntry};
+pub use simulator::{
+    run, Fault, GatewaySpec, Scenario, SimReport, Summary, TraceEntry, RATE_LIMIT_RETRY_AFTER,
+    STALE_EVENTS,
+};
 
 use genesys_keepalive::frames::PING_FRAME;
 use genesys_keepalive::Event;

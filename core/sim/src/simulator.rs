@@ -33,6 +33,7 @@ use genesys_keepalive::{
     KeepAliveMachine, Method, ProfileKind, RequestId, Secret, SocketId, State, Stats, StopReason,
 };
 
+use crate::check::{Checker, Violation};
 use crate::gaps::GapLedger;
 use crate::genesys::{self, Endpoint};
 use crate::{describe_event, is_heartbeat};
@@ -60,7 +61,38 @@ pub enum Fault {
     ChannelGone,
     /// The gateway sends a burst of garbage frames on every open socket.
     Garbage,
+    /// Every open socket is reset (closed without a close frame); the gateway keeps its channels and tokens
+    /// and accepts new connections at once.
+    Reset,
+    /// The client is frozen for this long (a suspended VM or a stopped process): nothing reaches the
+    /// machine and no timer fires until it ends, then the machine sees `now` jump forward by this much
+    /// and everything that arrived meanwhile. The gateway keeps running (its idle timeout may fire).
+    Suspend(Duration),
+    /// The next [`STALE_EVENTS`] events from the network are stamped this much in the past (a driver that
+    /// read the clock before a long wait): `now` goes backwards for the machine, which must clamp it.
+    StaleClock(Duration),
+    /// The gateway's wall clock jumps by this many seconds (negative: backwards) relative to the client's:
+    /// the channel expiries it hands out from now on follow its clock. (The machine reads the wall clock
+    /// once, at construction, and uses it for channel expiries and timestamps only.)
+    WallClockJump(i64),
+    /// The token endpoint fails for this long: `503` answers, or (`timeout`) no answer at all, so that
+    /// the machine's own request timeout has to fire. The rest of the API keeps working.
+    TokenOutage {
+        /// How long the outage lasts.
+        duration: Duration,
+        /// Hang instead of answering `503`.
+        timeout: bool,
+    },
+    /// A `429` storm: for this long every REST call and handshake is refused with `429` and a
+    /// `Retry-After` of [`RATE_LIMIT_RETRY_AFTER`] seconds.
+    RateLimit(Duration),
 }
+
+/// How many events a [`Fault::StaleClock`] stamps in the past.
+pub const STALE_EVENTS: u32 = 8;
+
+/// The `Retry-After` (seconds) of the `429`s a [`Fault::RateLimit`] answers with.
+pub const RATE_LIMIT_RETRY_AFTER: u64 = 5;
 
 /// How the simulated gateway behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +150,9 @@ pub struct Scenario {
     pub publish_every: Option<Duration>,
     /// Record the full trace (off for benchmarks).
     pub record_trace: bool,
+    /// Run the invariant checker ([`crate::check::Checker`]) over every event and action; the first
+    /// violation ends the run and is in [`SimReport::violation`].
+    pub check: bool,
 }
 
 impl Scenario {
@@ -147,6 +182,7 @@ impl Scenario {
             faults: Vec::new(),
             publish_every: None,
             record_trace: true,
+            check: false,
         }
     }
 
@@ -210,6 +246,8 @@ pub struct Summary {
     pub lost: u64,
     /// Delivered more than once.
     pub duplicated: u64,
+    /// The sequence numbers of the lost ones, in order, with when each was published.
+    pub lost_seqs: Vec<(u64, Duration)>,
     /// Published in the last 10 s of the run and not delivered yet (not counted as lost).
     pub in_flight_at_end: u64,
     /// Published while no open socket was subscribed (before the first connection, during an outage).
@@ -254,6 +292,8 @@ pub struct SimReport {
     pub summary: Summary,
     /// The machine's own counters at the end.
     pub stats: Stats,
+    /// The first broken invariant, when [`Scenario::check`] is on (the run stops there).
+    pub violation: Option<Violation>,
 }
 
 #[derive(Debug, Clone)]
@@ -313,6 +353,20 @@ struct Sim<'a> {
     last_heartbeat: HashMap<SocketId, Instant>,
     /// Sockets the machine discarded: like a driver, the simulator drops what was still on its way.
     discarded: HashSet<SocketId>,
+    // faults on the client's clock and the token endpoint
+    /// The client is frozen until then ([`Fault::Suspend`]).
+    frozen_until: Option<Instant>,
+    /// How far back the next `stale_left` events are stamped ([`Fault::StaleClock`]).
+    stale_by: Duration,
+    stale_left: u32,
+    /// The wall clock at the start, in ms since the epoch, and the gateway's skew from it
+    /// ([`Fault::WallClockJump`]; `None`: never jumped, channels carry a fixed far expiry).
+    wall_ms: u64,
+    wall_skew_ms: Option<i64>,
+    token_down_until: Option<(Instant, bool)>,
+    rate_limited_until: Option<Instant>,
+    checker: Option<Checker>,
+    violation: Option<Violation>,
     /// Publish times and the gaps reported, to check that every undelivered notification is in one.
     gaps: GapLedger,
     /// The wall-clock time at `start`.
@@ -336,7 +390,8 @@ fn event_socket(event: &Event) -> Option<SocketId> {
 
 /// Plays `scenario` from `start` (any instant: the trace is relative to it) and returns what happened.
 pub fn run(scenario: &Scenario, start: Instant) -> SimReport {
-    let wall = UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+    let wall_ms = 1_780_000_000_000;
+    let wall = UNIX_EPOCH + Duration::from_millis(wall_ms);
     let machine = match KeepAliveMachine::new(scenario.config.clone(), start, wall, scenario.seed) {
         Ok(m) => m,
         Err(e) => {
@@ -347,9 +402,11 @@ pub fn run(scenario: &Scenario, start: Instant) -> SimReport {
                 }],
                 summary: Summary::default(),
                 stats: Stats::default(),
+                violation: None,
             }
         }
     };
+    let checker = scenario.check.then(|| Checker::new(&machine, start));
     let mut sim = Sim {
         sc: scenario,
         start,
@@ -375,6 +432,15 @@ pub fn run(scenario: &Scenario, start: Instant) -> SimReport {
         blackhole_started: Vec::new(),
         last_heartbeat: HashMap::new(),
         discarded: HashSet::new(),
+        frozen_until: None,
+        stale_by: Duration::ZERO,
+        stale_left: 0,
+        wall_ms,
+        wall_skew_ms: None,
+        token_down_until: None,
+        rate_limited_until: None,
+        checker,
+        violation: None,
         gaps: GapLedger::default(),
         wall,
         stopped_at: None,
@@ -431,8 +497,15 @@ impl Sim<'_> {
         }
         self.drain();
         loop {
+            if self.violation.is_some() {
+                break;
+            }
             let next_item = self.queue.peek().map(|Reverse((t, _))| *t);
-            let next_timer = self.machine.poll_timeout();
+            let mut next_timer = self.machine.poll_timeout();
+            if let Some(until) = self.frozen_until {
+                // A frozen client's timers fire when it wakes up.
+                next_timer = next_timer.map(|t| t.max(until));
+            }
             let next = match (next_item, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (Some(a), None) => a,
@@ -460,17 +533,81 @@ impl Sim<'_> {
     }
 
     fn feed(&mut self, event: Event) {
-        if !matches!(event, Event::Tick) {
-            self.record(|| format!("-> {}", describe_event(&event)));
+        let mut stamp = self.now;
+        if self.stale_left > 0 && !matches!(event, Event::Tick) {
+            // A stale `now` (Fault::StaleClock); ticks keep the true time, or no timer would ever fire.
+            self.stale_left -= 1;
+            stamp = self.now.checked_sub(self.stale_by).unwrap_or(self.now);
         }
-        self.machine.handle(self.now, event);
+        if !matches!(event, Event::Tick) {
+            let back = self.now.saturating_duration_since(stamp);
+            self.record(|| {
+                let ev = describe_event(&event);
+                if back.is_zero() {
+                    format!("-> {ev}")
+                } else {
+                    format!("-> (stamped {} ms early) {ev}", back.as_millis())
+                }
+            });
+        }
+        if let Some(c) = self.checker.as_mut() {
+            if let Err(v) = c.event(stamp, &event) {
+                self.violation.get_or_insert(v);
+            }
+        }
+        self.machine.handle(stamp, event);
         self.drain();
+        if let Some(c) = self.checker.as_mut() {
+            if let Err(v) = c.after_handle(&self.machine) {
+                self.violation.get_or_insert(v);
+            }
+        }
     }
 
     fn drain(&mut self) {
         while let Some(action) = self.machine.poll_action() {
             self.record(|| format!("<- {}", describe_action(&action)));
+            if let Some(c) = self.checker.as_mut() {
+                if let Err(v) = c.action(&action) {
+                    self.violation.get_or_insert(v);
+                }
+            }
             self.perform(action);
+        }
+    }
+
+    fn is_frozen(&self) -> bool {
+        self.frozen_until.is_some_and(|u| self.now < u)
+    }
+
+    fn rate_limited(&self) -> bool {
+        self.rate_limited_until.is_some_and(|u| self.now < u)
+    }
+
+    /// `Some(hang)` while the token endpoint is down ([`Fault::TokenOutage`]).
+    fn token_down(&self) -> Option<bool> {
+        self.token_down_until
+            .filter(|(u, _)| self.now < *u)
+            .map(|(_, hang)| hang)
+    }
+
+    /// Resets every open socket: no close frame, the client hears of it one latency later.
+    fn reset_open_sockets(&mut self) {
+        for socket in self.open_sockets() {
+            if let Some(s) = self.sockets.get_mut(&socket) {
+                s.open = false;
+                if !s.blackholed {
+                    let at = self.now + self.sc.gateway.latency;
+                    self.schedule(
+                        at,
+                        Item::ToMachine(Event::Closed {
+                            socket,
+                            code: None,
+                            reason: "connection reset".into(),
+                        }),
+                    );
+                }
+            }
         }
     }
 
@@ -622,8 +759,20 @@ impl Sim<'_> {
             );
             return;
         }
+        if self.rate_limited() {
+            let body = genesys::error_body("too.many.requests", "rate limit exceeded");
+            return self.respond(req.id, 429, body, Some(RATE_LIMIT_RETRY_AFTER));
+        }
         match Endpoint::of(&req.url) {
-            Endpoint::Token => self.token(&req),
+            Endpoint::Token => match self.token_down() {
+                // Hangs: the machine's own request timeout has to end the call.
+                Some(true) => self.record(|| "gateway: token endpoint hangs".into()),
+                Some(false) => {
+                    let body = genesys::error_body("service.unavailable", "token service down");
+                    self.respond(req.id, 503, body, None)
+                }
+                None => self.token(&req),
+            },
             _ if !self.bearer_ok(&req.headers) => {
                 let body = genesys::error_body("invalid_token", "token expired");
                 self.respond(req.id, 401, body, None)
@@ -633,7 +782,7 @@ impl Sim<'_> {
                 let id = format!("ch{}", self.channel_serial);
                 self.channels.insert(id.clone(), HashSet::new());
                 let uri = format!("wss://streaming.sim.invalid/channels/{id}");
-                let body = genesys::channel_body(&id, &uri, "2026-12-01T00:00:00Z");
+                let body = genesys::channel_body(&id, &uri, &self.channel_expiry());
                 self.respond(req.id, 200, body, None)
             }
             Endpoint::Subscriptions { channel_id } => {
@@ -654,6 +803,18 @@ impl Sim<'_> {
                 self.respond(req.id, 404, body, None)
             }
         }
+    }
+
+    /// A new channel's `expires`: a fixed far date, or 24 h on the gateway's clock once it has jumped.
+    fn channel_expiry(&self) -> String {
+        let Some(skew) = self.wall_skew_ms else {
+            return "2026-12-01T00:00:00Z".into();
+        };
+        let day = genesys_keepalive::CHANNEL_LIFETIME.as_millis() as i128;
+        let gateway_now =
+            i128::from(self.wall_ms) + self.at().as_millis() as i128 + i128::from(skew);
+        let ms = u64::try_from((gateway_now + day).max(0)).unwrap_or(u64::MAX / 2);
+        genesys_keepalive::time::format_epoch_ms(ms)
     }
 
     /// The token endpoint: the gateway's client credentials get a token that lives `token_lifetime`.
@@ -685,6 +846,18 @@ impl Sim<'_> {
                     status: None,
                     retry_after: None,
                     error: "connection refused".into(),
+                }),
+            );
+            return;
+        }
+        if self.rate_limited() {
+            self.schedule(
+                self.now + lat,
+                Item::ToMachine(Event::ConnectFailed {
+                    socket,
+                    status: Some(429),
+                    retry_after: Some(Duration::from_secs(RATE_LIMIT_RETRY_AFTER)),
+                    error: "HTTP 429".into(),
                 }),
             );
             return;
@@ -786,6 +959,12 @@ impl Sim<'_> {
     }
 
     fn process(&mut self, item: Item) {
+        if self.is_frozen() && matches!(item, Item::ToMachine(_) | Item::GwOpen(_)) {
+            // The client is frozen: it hears of this when it wakes up (in order: items keep their turn).
+            let until = self.frozen_until.expect("frozen");
+            self.schedule(until, item);
+            return;
+        }
         match item {
             Item::ToMachine(ev) => {
                 // A frame or close for a socket the gateway already closed (before it opened) still lands,
@@ -953,24 +1132,31 @@ impl Sim<'_> {
                     }
                     Fault::Outage(d) => {
                         self.down_until = Some(self.now + *d);
-                        for socket in self.open_sockets() {
-                            if let Some(s) = self.sockets.get_mut(&socket) {
-                                s.open = false;
-                                if !s.blackholed {
-                                    let at = self.now + self.sc.gateway.latency;
-                                    self.schedule(
-                                        at,
-                                        Item::ToMachine(Event::Closed {
-                                            socket,
-                                            code: None,
-                                            reason: "connection reset".into(),
-                                        }),
-                                    );
-                                }
-                            }
-                        }
+                        self.reset_open_sockets();
                         self.channels.clear();
                         self.tokens.clear();
+                    }
+                    Fault::Reset => self.reset_open_sockets(),
+                    Fault::Suspend(d) => {
+                        let until = self.now + *d;
+                        self.frozen_until = Some(self.frozen_until.map_or(until, |u| u.max(until)));
+                        self.schedule(until, Item::FaultEnd(f.clone()));
+                    }
+                    Fault::StaleClock(d) => {
+                        self.stale_by = *d;
+                        self.stale_left = STALE_EVENTS;
+                    }
+                    Fault::WallClockJump(secs) => {
+                        let skew = self.wall_skew_ms.unwrap_or(0);
+                        self.wall_skew_ms = Some(skew.saturating_add(secs.saturating_mul(1000)));
+                    }
+                    Fault::TokenOutage { duration, timeout } => {
+                        self.token_down_until = Some((self.now + *duration, *timeout));
+                        self.schedule(self.now + *duration, Item::FaultEnd(f.clone()));
+                    }
+                    Fault::RateLimit(d) => {
+                        self.rate_limited_until = Some(self.now + *d);
+                        self.schedule(self.now + *d, Item::FaultEnd(f.clone()));
                     }
                     Fault::SocketClosing => {
                         for socket in self.open_sockets() {
@@ -1033,8 +1219,10 @@ impl Sim<'_> {
             }
             Item::FaultEnd(f) => {
                 self.record(|| format!("fault over: {f:?}"));
-                if let Fault::LatencySpike { .. } = f {
-                    self.latency_override = None;
+                match f {
+                    Fault::LatencySpike { .. } => self.latency_override = None,
+                    Fault::Suspend(_) if !self.is_frozen() => self.frozen_until = None,
+                    _ => {}
                 }
             }
         }
@@ -1053,7 +1241,11 @@ impl Sim<'_> {
                 continue;
             }
             match self.delivered.get(seq) {
-                None => lost += 1,
+                None => {
+                    lost += 1;
+                    let at = at.saturating_duration_since(self.start);
+                    self.summary.lost_seqs.push((*seq, at));
+                }
                 Some(n) if *n > 1 => duplicated += 1,
                 _ => {}
             }
@@ -1066,6 +1258,7 @@ impl Sim<'_> {
             .filter(|(seq, at)| **at > horizon && !self.delivered.contains_key(seq))
             .count() as u64;
         self.summary.lost = lost;
+        self.summary.lost_seqs.sort_unstable();
         self.summary.duplicated = duplicated;
         self.summary.final_state = self.machine.state();
         (self.summary.gaps, self.summary.gap_time) = self.gaps.totals();
@@ -1074,6 +1267,7 @@ impl Sim<'_> {
             trace: self.trace,
             summary: self.summary,
             stats: self.machine.stats(),
+            violation: self.violation,
         }
     }
 }
