@@ -119,6 +119,7 @@ struct AsyncStd;
 impl Runtime for AsyncStd {
     type Ws = WebSocketStream<Box<dyn ByteStream>>;
     type Timer = async_io::Timer;
+    const NAME: &'static str = "async-std";
 
     fn connect(
         &self,

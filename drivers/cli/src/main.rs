@@ -11,6 +11,7 @@ mod bench;
 mod demo;
 mod failure;
 mod gateway_cmd;
+mod metrics_export;
 mod output;
 mod run;
 mod settings;

@@ -44,6 +44,9 @@ pub fn main(args: RunArgs) -> Result<u8, Failure> {
         Some(path) => load_roots(path)?,
         None => Vec::new(),
     };
+    if let Some(addr) = args.metrics_addr {
+        crate::metrics_export::serve(addr)?;
+    }
     let options = RunOptions {
         seed: args.seed,
         extra_roots,

@@ -110,6 +110,7 @@ struct Tokio;
 impl Runtime for Tokio {
     type Ws = WebSocketStream<Box<dyn ByteStream>>;
     type Timer = Pin<Box<tokio::time::Sleep>>;
+    const NAME: &'static str = "tokio";
 
     fn connect(
         &self,
