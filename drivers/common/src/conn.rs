@@ -152,7 +152,11 @@ impl<R: Runtime> Connection<R> {
     fn sync_metrics(&mut self, inner: &Inner) {
         #[cfg(feature = "metrics")]
         if let Some(m) = &mut self.metrics {
-            let open = self.sockets.iter().filter(|s| matches!(s.io, Io::Open(_))).count();
+            let open = self
+                .sockets
+                .iter()
+                .filter(|s| matches!(s.io, Io::Open(_)))
+                .count();
             m.sync(&inner.machine, open);
         }
         #[cfg(not(feature = "metrics"))]

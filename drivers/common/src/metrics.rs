@@ -51,18 +51,66 @@ type Getter = fn(&Stats) -> u64;
 
 /// The counters read straight from the machine's [`Stats`], with their meaning.
 const COUNTERS: [(&str, &str, Getter); 12] = [
-    ("genesys_keepalive_heartbeats_sent_total", "Heartbeats (pings / KEEP_ALIVE frames) written.", |s| s.heartbeats_sent),
-    ("genesys_keepalive_heartbeats_acked_total", "Heartbeats answered (pong / KEEP_ALIVE_ACK).", |s| s.heartbeats_acked),
-    ("genesys_keepalive_heartbeats_lost_total", "Heartbeats unanswered past ack_timeout.", |s| s.heartbeats_lost),
-    ("genesys_keepalive_connect_attempts_total", "WebSocket connection attempts started.", |s| s.connect_attempts),
-    ("genesys_keepalive_reconnects_total", "Reconnects scheduled after a lost connection (rollovers not included).", |s| s.reconnects),
-    ("genesys_keepalive_dead_peers_total", "Peers declared dead (idle or ack deadline passed).", |s| s.dead_peers),
-    ("genesys_keepalive_rollovers_total", "Planned-close (socket_closing) rollovers completed.", |s| s.rollovers),
-    ("genesys_keepalive_token_refreshes_total", "OAuth tokens obtained.", |s| s.token_refreshes),
-    ("genesys_keepalive_http_retries_total", "HTTP requests retried (429, 5xx, 401).", |s| s.http_retries),
-    ("genesys_keepalive_notifications_delivered_total", "Notifications handed to the application.", |s| s.notifications_delivered),
-    ("genesys_keepalive_duplicates_dropped_total", "Duplicate notifications dropped (rollover overlap).", |s| s.duplicates_dropped),
-    ("genesys_keepalive_unmatched_acks_total", "Acks that matched no outstanding heartbeat.", |s| s.acks_unmatched),
+    (
+        "genesys_keepalive_heartbeats_sent_total",
+        "Heartbeats (pings / KEEP_ALIVE frames) written.",
+        |s| s.heartbeats_sent,
+    ),
+    (
+        "genesys_keepalive_heartbeats_acked_total",
+        "Heartbeats answered (pong / KEEP_ALIVE_ACK).",
+        |s| s.heartbeats_acked,
+    ),
+    (
+        "genesys_keepalive_heartbeats_lost_total",
+        "Heartbeats unanswered past ack_timeout.",
+        |s| s.heartbeats_lost,
+    ),
+    (
+        "genesys_keepalive_connect_attempts_total",
+        "WebSocket connection attempts started.",
+        |s| s.connect_attempts,
+    ),
+    (
+        "genesys_keepalive_reconnects_total",
+        "Reconnects scheduled after a lost connection (rollovers not included).",
+        |s| s.reconnects,
+    ),
+    (
+        "genesys_keepalive_dead_peers_total",
+        "Peers declared dead (idle or ack deadline passed).",
+        |s| s.dead_peers,
+    ),
+    (
+        "genesys_keepalive_rollovers_total",
+        "Planned-close (socket_closing) rollovers completed.",
+        |s| s.rollovers,
+    ),
+    (
+        "genesys_keepalive_token_refreshes_total",
+        "OAuth tokens obtained.",
+        |s| s.token_refreshes,
+    ),
+    (
+        "genesys_keepalive_http_retries_total",
+        "HTTP requests retried (429, 5xx, 401).",
+        |s| s.http_retries,
+    ),
+    (
+        "genesys_keepalive_notifications_delivered_total",
+        "Notifications handed to the application.",
+        |s| s.notifications_delivered,
+    ),
+    (
+        "genesys_keepalive_duplicates_dropped_total",
+        "Duplicate notifications dropped (rollover overlap).",
+        |s| s.duplicates_dropped,
+    ),
+    (
+        "genesys_keepalive_unmatched_acks_total",
+        "Acks that matched no outstanding heartbeat.",
+        |s| s.acks_unmatched,
+    ),
 ];
 
 /// `genesys_keepalive_bad_frames_total{kind=…}`: inbound frames refused, by why.
@@ -169,13 +217,16 @@ pub fn catalogue() -> Vec<MetricInfo> {
         (RTT_NAME, Kind::Histogram, Some(Unit::Seconds), "", "Heartbeat RTT, every socket since start (at the core histogram's half-octave resolution)."),
         (LATENESS_NAME, Kind::Histogram, Some(Unit::Seconds), "", "How late each heartbeat went out against its schedule (timer and scheduling delay)."),
     ];
-    all.extend(more.into_iter().map(|(name, kind, unit, labels, help)| MetricInfo {
-        name,
-        kind,
-        unit,
-        labels,
-        help,
-    }));
+    all.extend(
+        more.into_iter()
+            .map(|(name, kind, unit, labels, help)| MetricInfo {
+                name,
+                kind,
+                unit,
+                labels,
+                help,
+            }),
+    );
     all
 }
 
@@ -235,12 +286,18 @@ impl ConnMetrics {
             .map(|&(name, _, get)| (metrics::counter!(name, base.iter()), get, 0))
             .collect();
         counters.extend(BAD_FRAMES.iter().map(|&(kind, get)| {
-            (metrics::counter!(BAD_FRAMES_NAME, with("kind", kind).iter()), get, 0)
+            (
+                metrics::counter!(BAD_FRAMES_NAME, with("kind", kind).iter()),
+                get,
+                0,
+            )
         }));
         ConnMetrics {
             counters,
-            alerts: ALERTS.map(|e| metrics::counter!(ALERTS_NAME, with("event", alert_label(e)).iter())),
-            states: STATES.map(|s| metrics::gauge!(STATE_NAME, with("state", state_label(s)).iter())),
+            alerts: ALERTS
+                .map(|e| metrics::counter!(ALERTS_NAME, with("event", alert_label(e)).iter())),
+            states: STATES
+                .map(|s| metrics::gauge!(STATE_NAME, with("state", state_label(s)).iter())),
             state: None,
             open: metrics::gauge!(OPEN_NAME, base.iter()),
             last_open: 0,
@@ -294,7 +351,11 @@ impl ConnMetrics {
             self.last_rtt_value = rtt;
         }
         feed(&self.rtt, &mut self.rtt_seen, &stats.rtt_histogram);
-        feed(&self.lateness, &mut self.lateness_seen, &stats.heartbeat_lateness);
+        feed(
+            &self.lateness,
+            &mut self.lateness_seen,
+            &stats.heartbeat_lateness,
+        );
     }
 }
 
