@@ -324,6 +324,11 @@ pub fn main(args: BenchArgs) -> Result<u8, Failure> {
         first_connect_error: m.first_error,
     };
     crate::output::emit("bench", &line);
+    if let Some(path) = &args.plot {
+        let title = format!("bench: {n} connections, {driver} {runtime}");
+        crate::plot::write_distributions(path, &title, &t.rtt, &t.lateness)
+            .map_err(|e| Failure::internal(format!("cannot write {}: {e}", path.display())))?;
+    }
     Ok(if line.open == line.n { 0 } else { 1 })
 }
 

@@ -13,6 +13,7 @@ mod failure;
 mod gateway_cmd;
 mod metrics_export;
 mod output;
+mod plot;
 mod run;
 mod settings;
 mod signals;
