@@ -141,6 +141,8 @@ pub enum Action {
     Alert(Alert),
     /// A notification for the application, duplicates already dropped.
     Deliver(Notification),
+    /// Notifications may have been missed in this window: re-read state through the REST API for it.
+    Gap(crate::gap::Gap),
     /// The connection state changed.
     StateChanged {
         /// Before.

@@ -93,6 +93,12 @@ impl LatencyWindow {
         self.rtts_us.len()
     }
 
+    /// The largest RTT held (zero with no samples).
+    pub fn max_rtt(&self) -> Duration {
+        let us = self.rtts_us.iter().copied().max().unwrap_or(0);
+        Duration::from_micros(u64::from(us))
+    }
+
     /// Several percentiles (0-100) in ms from one sorted copy of the window (0 with no samples).
     pub fn percentiles_ms<const N: usize>(&self, ps: [f64; N]) -> [f64; N] {
         if self.rtts_us.is_empty() {

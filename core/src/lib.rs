@@ -75,6 +75,7 @@ pub mod frames;
 pub mod http;
 
 mod event;
+mod gap;
 mod histogram;
 mod ids;
 mod latency;
@@ -100,6 +101,7 @@ pub use event::{
     Action, Alert, AlertEvent, AlertMetrics, AuditEntry, AuditEvent, Event, Notification,
     StopReason,
 };
+pub use gap::{Gap, GapReason};
 pub use histogram::Histogram;
 pub use http::{Headers, HttpRequest, HttpResponse, Method};
 pub use ids::{FrameId, RequestId, SocketId};

@@ -66,6 +66,10 @@ pub struct Stats {
     pub http_retries: u64,
     /// Alerts raised.
     pub alerts: u64,
+    /// Windows in which notifications may have been missed, reported as [`crate::Gap`]s.
+    pub gaps: u64,
+    /// Their total length, ms.
+    pub gap_ms: u64,
     /// Average RTT over the window, ms (0 with no samples).
     pub avg_latency_ms: f64,
     /// RTT percentiles over the window, ms.

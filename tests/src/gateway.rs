@@ -401,6 +401,27 @@ impl Shared {
         self.update(|s| s.scripts.entry(endpoint).or_default().extend(responses));
     }
 
+    /// Removes every channel (their subscriptions with them) and tells their sockets with
+    /// `{"result":"404"}`, as Genesys does for a channel it deleted.
+    pub(crate) fn drop_channels(&self) -> usize {
+        let txs: Vec<_> = self.update(|s| {
+            s.channels.clear();
+            s.sockets
+                .values()
+                .filter(|e| e.channel.is_some())
+                .map(|e| e.tx.clone())
+                .collect()
+        });
+        let frame =
+            serde_json::json!({"result": "404", "message": "channel removed by the testkit"});
+        txs.iter()
+            .filter(|tx| {
+                tx.send(SocketCmd::Send(frame.to_string(), OutKind::Other))
+                    .is_ok()
+            })
+            .count()
+    }
+
     pub(crate) fn expire_tokens(&self) {
         let now = Instant::now();
         self.update(|s| {
@@ -596,6 +617,12 @@ impl Gateway {
     /// before normal behaviour resumes. Calls add to the queue.
     pub fn script_http(&self, endpoint: Endpoint, responses: Vec<Scripted>) {
         self.shared.script(endpoint, responses)
+    }
+
+    /// Deletes every channel: their sockets get `{"result":"404"}` and nothing more is published
+    /// to them. Returns how many sockets were told.
+    pub fn drop_channels(&self) -> usize {
+        self.shared.drop_channels()
     }
 
     /// Makes every token issued so far expire now.

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod gap_scenarios;
 pub mod gateway;
 pub mod proxy;
 pub mod scenarios;

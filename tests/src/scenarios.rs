@@ -29,6 +29,7 @@ use genesys_keepalive::{
     State, Stats, StopReason,
 };
 
+pub use crate::gap_scenarios::{gap_reports, no_gap_without_loss};
 use crate::gateway::{Endpoint, Fault, Gateway, GatewayConfig, Scripted};
 
 /// A boxed, `Send` future.
@@ -92,6 +93,8 @@ pub enum ClientReport {
         /// After.
         to: State,
     },
+    /// A window in which notifications may have been missed.
+    Gap(genesys_keepalive::Gap),
     /// The machine stopped.
     Stopped(StopReason),
 }
@@ -149,7 +152,8 @@ macro_rules! e2e_suite {
         $crate::e2e_suite!(@tests $make;
             steady_state, blackhole, socket_closing_rollover, token_expiry, bad_credentials,
             forbidden_topic, rate_limited_channel_creation, garbage_and_oversized_frames,
-            graceful_shutdown, keepalive_frame_profile, tls, handshake_refused);
+            graceful_shutdown, keepalive_frame_profile, tls, handshake_refused, gap_reports,
+            no_gap_without_loss);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -327,6 +331,13 @@ pub fn trace(reports: &[ClientReport]) -> String {
                 a.metrics.detail.as_deref().unwrap_or("")
             ),
             ClientReport::State { from, to } => format!("STATE {from} -> {to}"),
+            ClientReport::Gap(g) => format!(
+                "GAP {} .. {} {} {:?}",
+                g.from_iso8601(),
+                g.to_iso8601(),
+                g.reason,
+                g.topics
+            ),
             ClientReport::Stopped(r) => format!("STOPPED {r}"),
         };
         out.push_str(&line);
@@ -375,7 +386,7 @@ async fn connect<D: DriverUnderTest + ?Sized>(
     d.connect(config, options).await.map(Client::new)
 }
 
-async fn connect_ok<D: DriverUnderTest + ?Sized>(d: &D, config: Config) -> Client {
+pub(crate) async fn connect_ok<D: DriverUnderTest + ?Sized>(d: &D, config: Config) -> Client {
     match within(
         d,
         Duration::from_secs(10),
@@ -390,7 +401,11 @@ async fn connect_ok<D: DriverUnderTest + ?Sized>(d: &D, config: Config) -> Clien
 }
 
 /// Waits until the client is STABLE with at least `opened` sockets opened.
-async fn wait_stable<D: DriverUnderTest + ?Sized>(d: &D, c: &mut Client, opened: u64) -> Stats {
+pub(crate) async fn wait_stable<D: DriverUnderTest + ?Sized>(
+    d: &D,
+    c: &mut Client,
+    opened: u64,
+) -> Stats {
     match wait_stats(d, c.handle.as_ref(), Duration::from_secs(5), |s| {
         s.state == State::Stable && s.connections_opened >= opened
     })
@@ -431,7 +446,7 @@ fn assert_exactly_once(d: &str, expected: &[u64], seen: &BTreeMap<u64, u32>, tra
     );
 }
 
-async fn shutdown_and_check<D: DriverUnderTest + ?Sized>(d: &D, mut c: Client) -> Stats {
+pub(crate) async fn shutdown_and_check<D: DriverUnderTest + ?Sized>(d: &D, mut c: Client) -> Stats {
     let stats = within(d, Duration::from_secs(5), c.handle.shutdown())
         .await
         .unwrap_or_else(|| panic!("[{}] shutdown did not finish within 5 s", d.name()));

@@ -105,6 +105,7 @@ impl ClientHandle for TokioClient {
                     Report::Audit(a) => ClientReport::Audit(a),
                     Report::Alert(a) => ClientReport::Alert(a),
                     Report::State { from, to } => ClientReport::State { from, to },
+                    Report::Gap(g) => ClientReport::Gap(g),
                     Report::Stopped(r) => ClientReport::Stopped(r),
                 }),
                 Err(genesys_keepalive_tokio::TryRecvError::Lagged(n)) => {

@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+mod gaps;
 pub mod genesys;
 mod simulator;
 

@@ -24,15 +24,16 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use genesys_keepalive::frames::PING_FRAME;
 use genesys_keepalive::rng::Rng;
 use genesys_keepalive::{
-    Action, AlertEvent, Config, Event, Headers, HttpRequest, HttpResponse, KeepAliveMachine,
-    Method, ProfileKind, RequestId, Secret, SocketId, State, Stats, StopReason,
+    Action, AlertEvent, AuditEvent, Config, Event, GapReason, Headers, HttpRequest, HttpResponse,
+    KeepAliveMachine, Method, ProfileKind, RequestId, Secret, SocketId, State, Stats, StopReason,
 };
 
+use crate::gaps::GapLedger;
 use crate::genesys::{self, Endpoint};
 use crate::{describe_event, is_heartbeat};
 
@@ -233,6 +234,15 @@ pub struct Summary {
     pub min_heartbeat_gap: Option<Duration>,
     /// State at the end.
     pub final_state: State,
+    /// Gap reports the machine emitted.
+    pub gaps: u64,
+    /// Their total length.
+    pub gap_time: Duration,
+    /// Their reasons, in order.
+    pub gap_reasons: Vec<GapReason>,
+    /// Notifications published while the application was owed them (after the first socket opened, up
+    /// to the last socket opening or the stop), never delivered, and inside no reported gap. Must be 0.
+    pub outside_gaps: u64,
 }
 
 /// A run's result.
@@ -303,6 +313,11 @@ struct Sim<'a> {
     last_heartbeat: HashMap<SocketId, Instant>,
     /// Sockets the machine discarded: like a driver, the simulator drops what was still on its way.
     discarded: HashSet<SocketId>,
+    /// Publish times and the gaps reported, to check that every undelivered notification is in one.
+    gaps: GapLedger,
+    /// The wall-clock time at `start`.
+    wall: SystemTime,
+    stopped_at: Option<Instant>,
 }
 
 /// The socket an event is about, if any.
@@ -360,6 +375,9 @@ pub fn run(scenario: &Scenario, start: Instant) -> SimReport {
         blackhole_started: Vec::new(),
         last_heartbeat: HashMap::new(),
         discarded: HashSet::new(),
+        gaps: GapLedger::default(),
+        wall,
+        stopped_at: None,
     };
     sim.play();
     sim.finish()
@@ -534,6 +552,18 @@ impl Sim<'_> {
                     }
                 }
             }
+            Action::Gap(gap) => {
+                self.gaps.reported(&gap, self.start, self.wall);
+                self.summary.gap_reasons.push(gap.reason);
+            }
+            Action::Audit(a)
+                if matches!(
+                    a.event,
+                    AuditEvent::Connected | AuditEvent::RolloverComplete
+                ) =>
+            {
+                self.gaps.opened(self.now);
+            }
             Action::Deliver(n) => {
                 let seq = n.json()["eventBody"]["seq"].as_u64();
                 if let Some(seq) = seq {
@@ -543,6 +573,7 @@ impl Sim<'_> {
             Action::Stopped(reason) => {
                 self.summary.stopped = Some(reason);
                 self.summary.stopped_at = Some(self.at());
+                self.stopped_at = Some(self.now);
             }
             Action::Audit(_) | Action::StateChanged { .. } => {}
         }
@@ -853,6 +884,7 @@ impl Sim<'_> {
             }
             Item::Publish => {
                 self.published += 1;
+                self.gaps.published(self.now);
                 let seq = self.published;
                 let topic = self.sc.config.topics.first().cloned().unwrap_or_default();
                 let text = format!(
@@ -1012,6 +1044,8 @@ impl Sim<'_> {
         self.summary.lost = lost;
         self.summary.duplicated = duplicated;
         self.summary.final_state = self.machine.state();
+        (self.summary.gaps, self.summary.gap_time) = self.gaps.totals();
+        self.summary.outside_gaps = self.gaps.outside(&self.delivered, horizon, self.stopped_at);
         SimReport {
             trace: self.trace,
             summary: self.summary,

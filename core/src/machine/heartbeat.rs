@@ -9,6 +9,7 @@ use super::{KeepAliveMachine, CLOSE_DEAD_PEER, CLOSE_SEND_FAILED};
 use crate::config::ProfileKind;
 use crate::event::{Action, AlertEvent, AlertMetrics, AuditEvent};
 use crate::frames::{self, FrameError, IntervalInfo, KeepAlivePayload, SizeDirective};
+use crate::gap::GapReason;
 use crate::ids::{FrameId, SocketId};
 use crate::latency::LatencyWindow;
 use crate::state::State;
@@ -41,6 +42,12 @@ pub(super) struct Conn {
     pub(super) opened_at: Option<Instant>,
     /// Written by the inbound side: any frame proves the peer is there.
     pub(super) last_inbound: Instant,
+    /// Written by the inbound side: the last notification on this socket (or its opening) proves the
+    /// channel was alive then.
+    pub(super) channel_alive_at: Instant,
+    /// When the last heartbeat answered on this socket was sent (its opening before any): everything the
+    /// server sent before it handled that heartbeat came before the answer, so it has arrived.
+    pub(super) receiving_since: Instant,
     last_heartbeat_at: Option<Instant>,
     outstanding: VecDeque<Outstanding>,
     queue: VecDeque<(FrameKind, String)>,
@@ -57,6 +64,8 @@ impl Conn {
             connection_id,
             opened_at: Some(now),
             last_inbound: now,
+            channel_alive_at: now,
+            receiving_since: now,
             last_heartbeat_at: None,
             outstanding: VecDeque::new(),
             queue: VecDeque::new(),
@@ -277,7 +286,7 @@ impl KeepAliveMachine {
         self.stats.send_failures += 1;
         self.audit(AuditEvent::SendFailure, size, Some(error.clone()));
         self.close_socket(socket, CLOSE_SEND_FAILED, "send failed", Duration::ZERO);
-        self.connection_lost(format!("send failed: {error}"));
+        self.connection_lost(format!("send failed: {error}"), GapReason::WriteFailure);
     }
 
     pub(super) fn on_ack_timeout(&mut self) {
@@ -355,6 +364,7 @@ impl KeepAliveMachine {
             };
             if i == pos {
                 rtt = now.saturating_duration_since(o.sent_at);
+                conn.receiving_since = o.sent_at;
             } else {
                 implicit += 1;
             }
@@ -457,7 +467,7 @@ impl KeepAliveMachine {
         );
         self.audit(AuditEvent::DeadPeer, 0, Some(why.clone()));
         self.close_socket(socket, CLOSE_DEAD_PEER, "dead peer", Duration::ZERO);
-        self.connection_lost(format!("dead peer: {why}"));
+        self.connection_lost(format!("dead peer: {why}"), GapReason::DeadPeer);
     }
 
     /// The connection's timers, cleared with it.

@@ -8,6 +8,7 @@ use super::KeepAliveMachine;
 use crate::config::ProfileKind;
 use crate::event::{Action, AlertEvent, AlertMetrics, AuditEvent, Notification};
 use crate::frames::{self, Inbound as Frame};
+use crate::gap::GapReason;
 use crate::ids::SocketId;
 use crate::timers::Timer;
 
@@ -81,6 +82,8 @@ impl KeepAliveMachine {
             Frame::ChannelGone { message } if active => {
                 let message = message.into_owned();
                 self.audit(AuditEvent::ChannelExpired, text.len(), Some(message));
+                // What the channel carried before this frame has arrived; after it, nothing will.
+                self.open_gap(GapReason::ChannelGone);
                 self.begin_rollover();
             }
             Frame::ChannelGone { .. } => {}
@@ -90,6 +93,9 @@ impl KeepAliveMachine {
             } => {
                 let topic = topic.into_owned();
                 let correlation_id = correlation_id.map(|c| c.into_owned());
+                if let Some(conn) = self.active.as_mut().filter(|_| active) {
+                    conn.channel_alive_at = self.now;
+                }
                 self.on_notification(topic, correlation_id, text);
             }
             Frame::WrongShape(why) => {

@@ -16,6 +16,7 @@
 //! - [`rest`]: the REST calls ([`rest_call`]: token, channel, subscriptions), their answers and the one
 //!   retry state.
 //! - [`sockets`]: sockets being closed (linger) or discarded.
+//! - [`gaps`]: windows in which notifications may have been missed, reported once a socket is back.
 //! - [`records`]: actions, audit entries, alerts, credential scrubbing, state changes and the stop.
 //!
 //! One setup runs at a time and one REST call is in flight at a time. A lost socket schedules exactly one
@@ -34,6 +35,7 @@ use crate::stats::Stats;
 use crate::time::WallClock;
 use crate::timers::{Timer, TimerTable};
 
+mod gaps;
 mod heartbeat;
 mod inbound;
 mod reconnect;
@@ -44,6 +46,7 @@ mod setup;
 mod setup_state;
 mod sockets;
 
+use gaps::Gaps;
 use heartbeat::{Conn, Heartbeat};
 use inbound::Inbound;
 use records::Records;
@@ -88,6 +91,7 @@ pub struct KeepAliveMachine {
     inbound: Inbound,
     rest: Rest,
     sockets: Sockets,
+    gaps: Gaps,
     records: Records,
 }
 
@@ -115,6 +119,7 @@ impl KeepAliveMachine {
             setup: Setup::new(connection_id),
             inbound: Inbound::default(),
             sockets: Sockets::default(),
+            gaps: Gaps::default(),
             records: Records::default(),
             config,
             rng,
@@ -147,6 +152,12 @@ impl KeepAliveMachine {
     /// The id of the current connection (a UUID, as in audit entries).
     pub fn connection_id(&self) -> &str {
         &self.setup.connection_id
+    }
+
+    /// The anchor that maps this machine's instants to wall-clock times (as given to [`Self::new`]).
+    #[doc(hidden)]
+    pub fn wall_clock(&self) -> WallClock {
+        self.wall
     }
 
     /// The topics subscribed (or to be subscribed).

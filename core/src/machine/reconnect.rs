@@ -8,6 +8,7 @@ use super::setup_state::{SetupInput, SetupKind};
 use super::{KeepAliveMachine, CLOSE_ROLLOVER, ROLLOVER_LINGER};
 use crate::config::ProfileKind;
 use crate::event::{Action, AuditEvent, StopReason};
+use crate::gap::GapReason;
 use crate::state::State;
 use crate::timers::Timer;
 
@@ -83,8 +84,15 @@ impl KeepAliveMachine {
         }
     }
 
-    /// The active socket is gone: forget it and reconnect.
-    pub(super) fn connection_lost(&mut self, error: String) {
+    /// The active socket is gone (for `reason`): a gap opens, forget the socket and reconnect. A running
+    /// rollover that loses its old socket first has failed to make before break.
+    pub(super) fn connection_lost(&mut self, error: String, reason: GapReason) {
+        let rollover = self.setup.kind() == Some(SetupKind::Rollover);
+        self.open_gap(if rollover {
+            GapReason::FailedRollover
+        } else {
+            reason
+        });
         if self.active.take().is_none() {
             return;
         }
@@ -133,6 +141,7 @@ impl KeepAliveMachine {
             return;
         }
         self.setup_next(SetupInput::OldSocketGone);
+        self.open_gap(GapReason::FailedRollover);
         if let Some(old) = self.active.take() {
             let why = "planned close: rollover did not finish in time";
             self.close_socket(old.socket, CLOSE_ROLLOVER, why, ROLLOVER_LINGER);

@@ -138,6 +138,8 @@ impl KeepAliveMachine {
         } else {
             ("Stopping", Duration::ZERO)
         };
+        // A window of loss still open ends with the machine.
+        self.close_gap();
         for socket in self.open_sockets() {
             self.close_socket(socket, 1000, why, linger);
         }

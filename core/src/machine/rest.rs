@@ -10,6 +10,7 @@ use super::rest_call::RestCall;
 use super::setup_state::{Channel, SetupInput, SetupState};
 use super::{KeepAliveMachine, CHANNEL_LIFETIME};
 use crate::event::{Action, AuditEvent, StopReason};
+use crate::gap::GapReason;
 use crate::http::{self, Headers, HttpRequest, HttpResponse, Method};
 use crate::ids::RequestId;
 use crate::timers::Timer;
@@ -364,6 +365,12 @@ impl KeepAliveMachine {
         if self.setup.is_running() {
             self.setup_next(SetupInput::ChannelGone);
         } else {
+            // The open socket's channel died some time after its last notification was sent.
+            if let Some(c) = self.active.as_ref() {
+                let sent = c.channel_alive_at.checked_sub(self.travel_margin());
+                let from = sent.unwrap_or(c.channel_alive_at).min(c.receiving_since);
+                self.open_gap_at(from, GapReason::ChannelGone);
+            }
             self.begin_rollover();
         }
         self.pump_rest();

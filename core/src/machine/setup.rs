@@ -256,6 +256,8 @@ impl KeepAliveMachine {
             .set(Timer::Idle, self.now + self.config.max_idle);
         self.timers
             .set(Timer::MinUptime, self.now + self.config.min_uptime);
+        // Open, with the subscriptions confirmed before the handshake: a window of loss ends here.
+        self.close_gap();
         // Probe the new path at once.
         self.send_heartbeat();
     }

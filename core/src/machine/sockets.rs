@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::KeepAliveMachine;
 use crate::event::{Action, AuditEvent};
+use crate::gap::GapReason;
 use crate::http;
 use crate::ids::SocketId;
 use crate::timers::Timer;
@@ -132,7 +133,7 @@ impl KeepAliveMachine {
                 None => format!("connection ended: {reason}"),
             };
             self.audit(AuditEvent::Disconnected, 0, Some(why.clone()));
-            return self.connection_lost(why);
+            return self.connection_lost(why, GapReason::UnplannedClose);
         }
         if self.setup.opening_socket() == Some(socket) {
             // Closed before it opened: a failed attempt.

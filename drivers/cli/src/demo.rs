@@ -197,6 +197,8 @@ fn console_event(c: &SharedConsole, text: &str) {
 struct Ledger {
     /// seq → deliverable.
     published: BTreeMap<u64, bool>,
+    /// seq → when it was published (wall clock), to find it in a gap report.
+    published_at: BTreeMap<u64, std::time::SystemTime>,
     /// After a blackhole: deliverability is unknown until the gateway has blackholed this many sockets.
     blackhole_target: Option<u64>,
 }
@@ -223,6 +225,7 @@ impl Ledger {
             serde_json::json!({"demo": true, "publishedAtMs": elapsed.as_millis() as u64}),
         );
         self.published.insert(seq, deliverable);
+        self.published_at.insert(seq, std::time::SystemTime::now());
     }
 
     fn blackhole(&mut self, gw: &Gateway) {
@@ -249,6 +252,7 @@ struct Timeline {
     dead_peer_alerts: Vec<Instant>,
     latency_alerts: u64,
     stopped: Option<String>,
+    gaps: Vec<genesys_keepalive::Gap>,
 }
 
 struct Outcome {
@@ -429,6 +433,21 @@ async fn run(gw: &Gateway, config: Config, args: &DemoArgs, seed: u64) -> Result
                             }
                             console_event(&console, &text);
                         }
+                    }
+                    Report::Gap(gap) => {
+                        let text = format!(
+                            "gap {} .. {} ({} ms, {}): re-read state for it",
+                            gap.from_iso8601(),
+                            gap.to_iso8601(),
+                            gap.duration().as_millis(),
+                            gap.reason
+                        );
+                        timeline
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .gaps
+                            .push(gap);
+                        console_event(&console, &text);
                     }
                     Report::Stopped(reason) => {
                         timeline.lock().unwrap_or_else(|e| e.into_inner()).stopped =
@@ -638,6 +657,23 @@ async fn run(gw: &Gateway, config: Config, args: &DemoArgs, seed: u64) -> Result
             stats.rollovers
         ),
         stats.rollovers >= 1,
+    ));
+    let outside_gaps = ledger
+        .published_at
+        .iter()
+        .filter(|(seq, at)| {
+            !received.counts.contains_key(seq) && !timeline.gaps.iter().any(|g| g.contains(**at))
+        })
+        .count();
+    let undelivered = ledger.published.len() - received.counts.len().min(ledger.published.len());
+    checks.push((
+        format!(
+            "gaps: {} reported ({} ms in all); {undelivered} notifications not delivered, {outside_gaps} of \
+             them outside every reported gap",
+            timeline.gaps.len(),
+            timeline.gaps.iter().map(|g| g.duration().as_millis()).sum::<u128>()
+        ),
+        outside_gaps == 0,
     ));
     if let Some(at) = blackhole_at {
         let detected = timeline.dead_peer_alerts.iter().find(|t| **t >= at);

@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use genesys_keepalive::{State, Stats};
+use genesys_keepalive::{Gap, GapReason, State, Stats};
+use genesys_keepalive_driver_common::Report;
 use serde::Serialize;
 
 /// Serializes `value` (an object) with `"kind": kind` as its first field.
@@ -40,6 +41,40 @@ pub fn emit_raw(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// Prints a report of the connection as its JSON line: audit entries, alerts, state changes and gaps (the
+/// stop is the caller's to print, with its exit code).
+pub fn emit_report(report: Report) {
+    match report {
+        Report::Audit(entry) => emit("audit", &entry),
+        Report::Alert(alert) => emit("alert", &alert),
+        Report::State { from, to } => emit_state(from, to),
+        Report::Gap(gap) => emit("gap", &GapLine::from(&gap)),
+        Report::Stopped(reason) => tracing::info!(%reason, "the keep-alive machine stopped"),
+    }
+}
+
+/// `{"kind":"gap","from":…,"to":…,"duration_ms":…,"reason":…,"topics":[…]}`: re-read state for this window.
+#[derive(Serialize)]
+pub struct GapLine<'a> {
+    from: String,
+    to: String,
+    duration_ms: u64,
+    reason: GapReason,
+    topics: &'a [String],
+}
+
+impl<'a> From<&'a Gap> for GapLine<'a> {
+    fn from(gap: &'a Gap) -> Self {
+        GapLine {
+            from: gap.from_iso8601(),
+            to: gap.to_iso8601(),
+            duration_ms: gap.duration().as_millis() as u64,
+            reason: gap.reason,
+            topics: &gap.topics,
+        }
+    }
 }
 
 #[derive(Serialize)]

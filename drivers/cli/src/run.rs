@@ -115,7 +115,7 @@ mod tokio_driver {
     use std::time::Duration;
 
     use genesys_keepalive::Config;
-    use genesys_keepalive_tokio::{Options, Report};
+    use genesys_keepalive_tokio::Options;
     use genesys_keepalive_tokio::{RecvError, Reports};
     use tokio::time::{Instant, Interval};
 
@@ -136,21 +136,12 @@ mod tokio_driver {
         outcome
     }
 
-    fn print_report(report: Report) {
-        match report {
-            Report::Audit(entry) => output::emit("audit", &entry),
-            Report::Alert(alert) => output::emit("alert", &alert),
-            Report::State { from, to } => output::emit_state(from, to),
-            Report::Stopped(reason) => tracing::info!(%reason, "the keep-alive machine stopped"),
-        }
-    }
-
     /// Prints every report still queued, until the task has ended (bounded).
     async fn drain(reports: &mut Reports) {
         let all = async {
             loop {
                 match reports.recv().await {
-                    Ok(r) => print_report(r),
+                    Ok(r) => output::emit_report(r),
                     Err(RecvError::Lagged(n)) => lagged(n),
                     Err(RecvError::Closed) => break,
                 }
@@ -229,7 +220,7 @@ mod tokio_driver {
                     return Ok(Outcome::Shutdown);
                 }
                 r = reports.recv(), if reports_open => match r {
-                    Ok(report) => print_report(report),
+                    Ok(report) => output::emit_report(report),
                     Err(RecvError::Lagged(n)) => lagged(n),
                     Err(RecvError::Closed) => reports_open = false,
                 },

@@ -275,7 +275,7 @@ impl Proc {
                 .as_str()
                 .unwrap_or_else(|| panic!("no kind: {line}"));
             assert!(
-                ["state", "audit", "alert", "notification", "stats"].contains(&kind),
+                ["state", "audit", "alert", "notification", "stats", "gap"].contains(&kind),
                 "unknown kind {kind}: {line}"
             );
         }
@@ -430,6 +430,10 @@ fn acceptance(driver: &str) {
     assert!(p
         .last_json(|v| is_kind(v, "state") && v["state"] != "STABLE")
         .is_none());
+    assert!(
+        p.last_json(|v| is_kind(v, "gap")).is_none(),
+        "token refreshes are no gap"
+    );
     for seq in &published {
         assert!(
             p.wait_json(start, Duration::from_secs(2), |v| {
@@ -464,6 +468,23 @@ fn acceptance(driver: &str) {
     assert!(
         recovery <= bound,
         "recovered after {recovery:?}, more than idle timeout + one heartbeat interval ({bound:?})"
+    );
+
+    // The outage is reported as one gap: from before the blackhole to the new socket.
+    let (_, gap) = p
+        .wait_json(injected, Duration::from_secs(3), |v| is_kind(v, "gap"))
+        .unwrap_or_else(|| panic!("no gap line; stdout: {:#?}", p.stdout()));
+    assert_eq!(gap["reason"], "dead_peer", "{gap}");
+    assert_eq!(gap["topics"], serde_json::json!([TOPIC]), "{gap}");
+    let gap_ms = gap["duration_ms"].as_u64().unwrap();
+    let outage_ms = recovery.as_millis() as u64;
+    assert!(
+        gap_ms + 200 >= outage_ms && gap_ms <= outage_ms + HEARTBEAT_MS + 500,
+        "gap of {gap_ms} ms for an outage of {outage_ms} ms: {gap}"
+    );
+    assert!(
+        gap["from"].as_str().unwrap() < gap["to"].as_str().unwrap(),
+        "{gap}"
     );
 
     // Notifications flow on the new socket.

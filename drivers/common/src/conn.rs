@@ -241,6 +241,10 @@ impl<R: Runtime> Connection<R> {
                 self.notify |= inner.report(Report::Alert(alert));
             }
             Action::Deliver(notification) => inner.deliver(notification),
+            Action::Gap(gap) => {
+                tracing::warn!(target: "genesys_keepalive", from = %gap.from_iso8601(), to = %gap.to_iso8601(), reason = %gap.reason, "notifications may have been missed");
+                self.notify |= inner.report(Report::Gap(gap));
+            }
             Action::StateChanged { from, to } => {
                 tracing::info!(target: "genesys_keepalive", %from, %to, "state changed");
                 inner.report(Report::State { from, to });

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use genesys_keepalive::{
-    Alert, AuditEntry, Config, ConfigError, KeepAliveMachine, State, StopReason,
+    Alert, AuditEntry, Config, ConfigError, Gap, KeepAliveMachine, State, StopReason,
 };
 
 pub use conn::{BoxFuture, Connection, Runtime};
@@ -59,6 +59,8 @@ pub enum Report {
     Audit(AuditEntry),
     /// A monitoring alert.
     Alert(Alert),
+    /// Notifications may have been missed in this window (re-read state for it through the REST API).
+    Gap(Gap),
     /// The connection state changed.
     State {
         /// Before.

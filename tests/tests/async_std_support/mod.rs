@@ -127,6 +127,7 @@ impl ClientHandle for Client {
                     Report::Audit(a) => ClientReport::Audit(a),
                     Report::Alert(a) => ClientReport::Alert(a),
                     Report::State { from, to } => ClientReport::State { from, to },
+                    Report::Gap(g) => ClientReport::Gap(g),
                     Report::Stopped(r) => ClientReport::Stopped(r),
                 }),
                 Err(TryRecvError::Lagged(n)) => {

@@ -85,6 +85,9 @@ pub enum Invariant {
     /// notifications profile: no notification is delivered twice within the dedup window (by correlation
     /// id, else by text).
     DuplicateDelivered,
+    /// A gap report ends no earlier than it starts and no later than the machine's `now`, starts no
+    /// earlier than the previous one ended, comes only after a socket was once open, and names a topic.
+    GapReport,
 }
 
 /// A broken invariant, with a message precise enough to find the cause.
@@ -155,7 +158,7 @@ struct Req {
 }
 
 /// The counters of [`Stats`] (gauges left out), by name.
-fn counters(s: &Stats) -> [(&'static str, u64); 28] {
+fn counters(s: &Stats) -> [(&'static str, u64); 30] {
     [
         ("heartbeats_sent", s.heartbeats_sent),
         ("heartbeats_acked", s.heartbeats_acked),
@@ -185,6 +188,8 @@ fn counters(s: &Stats) -> [(&'static str, u64); 28] {
         ("http_requests", s.http_requests),
         ("http_retries", s.http_retries),
         ("alerts", s.alerts),
+        ("gaps", s.gaps),
+        ("gap_ms", s.gap_ms),
     ]
 }
 
@@ -237,7 +242,11 @@ pub struct Checker {
     /// The `Retry-After` of the handshake refusal being handled, if any.
     retry_after_hint: Option<Duration>,
     delivered: VecDeque<String>,
-    last_counters: [(&'static str, u64); 28],
+    last_counters: [(&'static str, u64); 30],
+    /// The machine's clock anchor, to read gap reports' wall-clock ends.
+    wall: genesys_keepalive::time::WallClock,
+    last_gap_end: Option<std::time::SystemTime>,
+    ever_open: bool,
 }
 
 impl Checker {
@@ -275,6 +284,9 @@ impl Checker {
             retry_after_hint: None,
             delivered: VecDeque::new(),
             last_counters: counters(&machine.stats()),
+            wall: machine.wall_clock(),
+            last_gap_end: None,
+            ever_open: false,
         }
     }
 
@@ -320,6 +332,7 @@ impl Checker {
                 if let Some(s) = self.sockets.get_mut(socket) {
                     if s.phase == Phase::Pending {
                         s.phase = Phase::Open;
+                        self.ever_open = true;
                         s.last_inbound = now;
                         s.last_send_activity = now;
                     }
@@ -677,6 +690,7 @@ impl Checker {
                 }
             }
             Action::Deliver(_) => {}
+            Action::Gap(gap) => self.check_gap(gap)?,
             Action::StateChanged { from, to } => {
                 if *from != self.state || from == to {
                     return self.fail(
@@ -695,6 +709,28 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    fn check_gap(&mut self, gap: &genesys_keepalive::Gap) -> Result<(), Violation> {
+        let now = self.wall.at(self.now);
+        let problem = if gap.from > gap.to {
+            Some("it ends before it starts".to_owned())
+        } else if gap.to > now {
+            Some("it ends after the machine's now".to_owned())
+        } else if self.last_gap_end.is_some_and(|end| gap.from < end) {
+            Some("it starts before the previous gap ended".to_owned())
+        } else if !self.ever_open {
+            Some("no socket was ever open".to_owned())
+        } else if gap.topics.is_empty() {
+            Some("it names no topic".to_owned())
+        } else {
+            None
+        };
+        self.last_gap_end = Some(gap.to);
+        match problem {
+            Some(p) => self.fail(Invariant::GapReport, format!("gap report {gap:?}: {p}")),
+            None => Ok(()),
+        }
     }
 
     fn on_request(&mut self, req: &HttpRequest) -> Result<(), Violation> {

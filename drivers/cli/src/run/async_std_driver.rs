@@ -43,21 +43,12 @@ impl Shutdown {
     }
 }
 
-fn print_report(report: Report) {
-    match report {
-        Report::Audit(entry) => output::emit("audit", &entry),
-        Report::Alert(alert) => output::emit("alert", &alert),
-        Report::State { from, to } => output::emit_state(from, to),
-        Report::Stopped(reason) => tracing::info!(%reason, "the keep-alive machine stopped"),
-    }
-}
-
 /// Prints every report still queued, until the task has ended (bounded).
 async fn drain(reports: &mut Reports) {
     let all = async {
         loop {
             match reports.recv().await {
-                Ok(r) => print_report(r),
+                Ok(r) => output::emit_report(r),
                 Err(RecvError::Lagged(n)) => lagged(n),
                 Err(RecvError::Closed) => break,
             }
@@ -162,7 +153,7 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
                 finish_plot(plot)?;
                 return Ok(Outcome::Shutdown);
             }
-            Wake::Report(Ok(report)) => print_report(report),
+            Wake::Report(Ok(report)) => output::emit_report(report),
             Wake::Report(Err(RecvError::Lagged(n))) => lagged(n),
             Wake::Report(Err(RecvError::Closed)) => reports_open = false,
             Wake::Notification(Some(n)) => {

@@ -1,0 +1,80 @@
+//! The simulator's ledger of gap reports: when each notification was published and which windows the
+//! machine reported, so that a run can check that every notification it did not deliver lies inside a
+//! reported [`Gap`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use genesys_keepalive::Gap;
+
+/// Publish times and reported windows, on the simulator's clock.
+#[derive(Debug, Default)]
+pub(crate) struct GapLedger {
+    /// Publish time of each notification, by sequence number (1, 2, …: index + 1).
+    published_at: Vec<Instant>,
+    /// Reported windows, on the simulator's clock.
+    windows: Vec<(Instant, Instant)>,
+    /// The first and the last time a socket opened (a window closes there).
+    first_open: Option<Instant>,
+    last_open: Option<Instant>,
+}
+
+impl GapLedger {
+    pub(crate) fn published(&mut self, at: Instant) {
+        self.published_at.push(at);
+    }
+
+    pub(crate) fn opened(&mut self, at: Instant) {
+        self.first_open.get_or_insert(at);
+        self.last_open = Some(at);
+    }
+
+    /// A gap report, its wall-clock ends mapped back through the run's `(start, wall)` anchor.
+    pub(crate) fn reported(&mut self, gap: &Gap, start: Instant, wall: SystemTime) {
+        let at = |t: SystemTime| match t.duration_since(wall) {
+            Ok(d) => start + d,
+            Err(e) => start.checked_sub(e.duration()).unwrap_or(start),
+        };
+        self.windows.push((at(gap.from), at(gap.to)));
+    }
+
+    /// How many notifications were published after the first socket opened and before the last one opened
+    /// (or the machine stopped), are older than `horizon`, were never delivered, and lie in no reported
+    /// window. Everything published in that span must be delivered or reported: each window closes when a
+    /// socket opens or the machine stops.
+    pub(crate) fn outside(
+        &self,
+        delivered: &HashMap<u64, u32>,
+        horizon: Instant,
+        stopped_at: Option<Instant>,
+    ) -> u64 {
+        let Some(first) = self.first_open else {
+            return 0;
+        };
+        let until = self.last_open.into_iter().chain(stopped_at).max();
+        let Some(until) = until.map(|u| u.min(horizon)) else {
+            return 0;
+        };
+        let mut outside = 0;
+        for (i, &t) in self.published_at.iter().enumerate() {
+            let seq = i as u64 + 1;
+            if t < first || t > until || delivered.contains_key(&seq) {
+                continue;
+            }
+            if !self.windows.iter().any(|&(from, to)| from <= t && t <= to) {
+                outside += 1;
+            }
+        }
+        outside
+    }
+
+    /// Reported windows and their total length.
+    pub(crate) fn totals(&self) -> (u64, Duration) {
+        let total = self
+            .windows
+            .iter()
+            .map(|&(f, t)| t.saturating_duration_since(f))
+            .sum();
+        (self.windows.len() as u64, total)
+    }
+}
