@@ -5,7 +5,8 @@
 //!
 //! The story: the RTT of every answered heartbeat over time, on coloured bands for the state (STABLE green,
 //! DEGRADED orange, RECONNECTING red, CONNECTING and STOPPED grey), vertical marks for dead peers (red,
-//! widest), reconnects (purple), rollovers (blue) and token refreshes (brown), thin grey labelled lines for
+//! wide), gap reports (orange, widest and tallest, drawn under the others), reconnects (purple), rollovers
+//! (blue) and token refreshes (brown), thin grey labelled lines for
 //! scripted faults (the demo's), and below it the notifications delivered per second.
 
 use std::path::{Path, PathBuf};
@@ -41,10 +42,13 @@ pub enum Mark {
     Rollover,
     /// A token obtained.
     TokenRefresh,
+    /// A gap reported (notifications may have been missed), at the moment it was reported.
+    Gap,
 }
 
 impl Mark {
-    const ALL: [Mark; 4] = [
+    const ALL: [Mark; 5] = [
+        Mark::Gap,
         Mark::DeadPeer,
         Mark::Reconnect,
         Mark::Rollover,
@@ -57,6 +61,7 @@ impl Mark {
             Mark::Reconnect => RGBColor(123, 31, 162),
             Mark::Rollover => RGBColor(25, 118, 210),
             Mark::TokenRefresh => RGBColor(121, 85, 72),
+            Mark::Gap => RGBColor(255, 111, 0),
         }
     }
 
@@ -67,6 +72,7 @@ impl Mark {
             Mark::Reconnect => (0.74, 2),
             Mark::Rollover => (0.82, 3),
             Mark::TokenRefresh => (0.66, 3),
+            Mark::Gap => (0.95, 10),
         }
     }
 
@@ -76,6 +82,7 @@ impl Mark {
             Mark::Reconnect => "reconnect",
             Mark::Rollover => "rollover",
             Mark::TokenRefresh => "token refresh",
+            Mark::Gap => "gap reported",
         }
     }
 }
@@ -136,6 +143,7 @@ impl Story {
                 };
                 self.marks.push((t, mark));
             }
+            Report::Gap(_) => self.marks.push((t, Mark::Gap)),
             Report::Alert(_) | Report::Stopped(_) => {}
         }
     }

@@ -393,6 +393,16 @@ fn prometheus_scrapes_heartbeats_reconnects_and_rtt() {
         f64::from(FAULTS),
         "DEAD_PEER alerts per injected fault"
     );
+    let gaps = prom.wait(
+        r#"genesys_keepalive_gaps_total{reason="dead_peer"}"#,
+        long,
+        |_| true,
+    );
+    assert_eq!(
+        gaps,
+        f64::from(FAULTS),
+        "dead_peer gap reports per injected fault"
+    );
 
     // The RTT histogram has samples, and a median Prometheus can compute from its buckets.
     let count = prom.wait("genesys_keepalive_rtt_seconds_count", long, |_| true);

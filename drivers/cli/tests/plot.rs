@@ -1,7 +1,7 @@
 //! `demo --plot`: the SVG it writes is rendered by a real browser (Debian's `chromium`, headless) and the
 //! screenshot is checked: the expected size, not blank, the state bands (STABLE, DEGRADED for the latency
-//! spike, RECONNECTING after the blackhole) and the marks (dead peer, rollover, token refresh) in their
-//! colours. Skips with a message when chromium is missing, except under `CI=true`, where it fails.
+//! spike, RECONNECTING after the blackhole) and the marks (dead peer, gap report, rollover, token refresh) in
+//! their colours. Skips with a message when chromium is missing, except under `CI=true`, where it fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -122,6 +122,7 @@ fn chromium_renders_the_demo_plot_with_bands_and_marks() {
         ("DEGRADED band (latency spike)", [255, 224, 178], 2, 2_000),
         ("RECONNECTING band (blackhole)", [255, 205, 210], 2, 50),
         ("dead peer mark", [211, 47, 47], 12, 100),
+        ("gap mark (the blackhole's)", [255, 111, 0], 12, 200),
         ("rollover mark", [25, 118, 210], 12, 100),
         ("token refresh mark", [121, 85, 72], 12, 100),
         ("delivered bars", [66, 66, 66], 2, 2_000),

@@ -243,6 +243,10 @@ impl<R: Runtime> Connection<R> {
             Action::Deliver(notification) => inner.deliver(notification),
             Action::Gap(gap) => {
                 tracing::warn!(target: "genesys_keepalive", from = %gap.from_iso8601(), to = %gap.to_iso8601(), reason = %gap.reason, "notifications may have been missed");
+                #[cfg(feature = "metrics")]
+                if let Some(m) = &self.metrics {
+                    m.gap(&gap);
+                }
                 self.notify |= inner.report(Report::Gap(gap));
             }
             Action::StateChanged { from, to } => {

@@ -16,7 +16,8 @@
 use std::time::Duration;
 
 use genesys_keepalive::{
-    AlertEvent, Histogram as CoreHistogram, KeepAliveMachine, ProfileKind, State, Stats,
+    AlertEvent, Gap, GapReason, Histogram as CoreHistogram, KeepAliveMachine, ProfileKind, State,
+    Stats,
 };
 use metrics::{Counter, Gauge, Histogram, Label, Unit};
 
@@ -122,6 +123,8 @@ const BAD_FRAMES: [(&str, Getter); 4] = [
 ];
 const BAD_FRAMES_NAME: &str = "genesys_keepalive_bad_frames_total";
 const ALERTS_NAME: &str = "genesys_keepalive_alerts_total";
+const GAPS_NAME: &str = "genesys_keepalive_gaps_total";
+const GAP_SECONDS_NAME: &str = "genesys_keepalive_gap_seconds";
 const STATE_NAME: &str = "genesys_keepalive_state";
 const OPEN_NAME: &str = "genesys_keepalive_connections_open";
 const LAST_RTT_NAME: &str = "genesys_keepalive_last_rtt_seconds";
@@ -143,6 +146,24 @@ const ALERTS: [AlertEvent; 6] = [
     AlertEvent::AuthFailure,
     AlertEvent::SocketClosing,
 ];
+
+const GAP_REASONS: [GapReason; 5] = [
+    GapReason::DeadPeer,
+    GapReason::UnplannedClose,
+    GapReason::FailedRollover,
+    GapReason::ChannelGone,
+    GapReason::WriteFailure,
+];
+
+fn gap_index(r: GapReason) -> usize {
+    match r {
+        GapReason::DeadPeer => 0,
+        GapReason::UnplannedClose => 1,
+        GapReason::FailedRollover => 2,
+        GapReason::ChannelGone => 3,
+        GapReason::WriteFailure => 4,
+    }
+}
 
 fn state_index(s: State) -> usize {
     match s {
@@ -211,6 +232,8 @@ pub fn catalogue() -> Vec<MetricInfo> {
     let more = [
         (BAD_FRAMES_NAME, Kind::Counter, None, "kind", "Inbound frames refused: invalid_utf8 (binary or not UTF-8), non_json, wrong_shape, oversized."),
         (ALERTS_NAME, Kind::Counter, None, "event", "Alerts raised, by event (latency_threshold_exceeded, packet_loss_critical, dead_peer, reconnect_exhausted, auth_failure, socket_closing)."),
+        (GAPS_NAME, Kind::Counter, None, "reason", "Windows in which notifications may have been missed (gap reports), by reason (dead_peer, unplanned_close, failed_rollover, channel_gone, write_failure)."),
+        (GAP_SECONDS_NAME, Kind::Histogram, Some(Unit::Seconds), "", "How long each reported gap lasted."),
         (STATE_NAME, Kind::Gauge, None, "state", "Connections in each state (connecting, stable, degraded, reconnecting, stopped): 1 for a connection's current state, 0 for the others; connections sharing a name add up."),
         (OPEN_NAME, Kind::Gauge, None, "", "WebSockets open now (2 during a rollover's overlap); connections sharing a name add up."),
         (LAST_RTT_NAME, Kind::Gauge, Some(Unit::Seconds), "", "RTT of the most recent answered heartbeat (of any connection sharing the name)."),
@@ -256,6 +279,8 @@ pub fn histogram_bounds() -> Vec<f64> {
 pub(crate) struct ConnMetrics {
     counters: Vec<(Counter, Getter, u64)>,
     alerts: [Counter; 6],
+    gaps: [Counter; 5],
+    gap_seconds: Histogram,
     states: [Gauge; 5],
     state: Option<State>,
     open: Gauge,
@@ -296,6 +321,9 @@ impl ConnMetrics {
             counters,
             alerts: ALERTS
                 .map(|e| metrics::counter!(ALERTS_NAME, with("event", alert_label(e)).iter())),
+            gaps: GAP_REASONS
+                .map(|r| metrics::counter!(GAPS_NAME, with("reason", r.as_str()).iter())),
+            gap_seconds: metrics::histogram!(GAP_SECONDS_NAME, base.iter()),
             states: STATES
                 .map(|s| metrics::gauge!(STATE_NAME, with("state", state_label(s)).iter())),
             state: None,
@@ -315,6 +343,14 @@ impl ConnMetrics {
         if let Some(c) = self.alerts.get(alert_index(event)) {
             c.increment(1);
         }
+    }
+
+    /// Counts one gap report, by reason, and its length.
+    pub(crate) fn gap(&self, gap: &Gap) {
+        if let Some(c) = self.gaps.get(gap_index(gap.reason)) {
+            c.increment(1);
+        }
+        self.gap_seconds.record(gap.duration().as_secs_f64());
     }
 
     /// Publishes whatever changed since the last call.
@@ -383,7 +419,7 @@ mod tests {
     #[test]
     fn catalogue_names_follow_the_conventions() {
         let all = catalogue();
-        assert_eq!(all.len(), COUNTERS.len() + 7);
+        assert_eq!(all.len(), COUNTERS.len() + 9);
         for m in &all {
             assert!(m.name.starts_with("genesys_keepalive_"), "{}", m.name);
             match m.kind {
