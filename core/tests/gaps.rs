@@ -161,3 +161,27 @@ fn a_blackhole_is_one_dead_peer_gap_from_the_last_frame_to_the_new_socket() {
         );
     }
 }
+
+/// Found by 20,000 schedules (seed 3067): the server announces a planned close and the old socket goes
+/// silent at once. The rollover "completes" (a new socket opens), but what was published on the old
+/// socket in between never arrived: the old socket never answers the close, so the window is a gap.
+#[test]
+fn a_rollover_whose_old_socket_died_unnoticed_is_a_failed_rollover_gap() {
+    for seed in 0..50 {
+        let mut sc = Scenario::notifications(seed, Duration::from_secs(120));
+        sc.publish_every = Some(Duration::from_millis(100));
+        sc.faults
+            .push((Duration::from_secs(40), Fault::SocketClosing));
+        sc.faults.push((Duration::from_secs(40), Fault::Blackhole));
+        sc.record_trace = false;
+        let r = sim::run(&sc, Instant::now());
+        let s = &r.summary;
+        assert_eq!(r.stats.rollovers, 1, "seed {seed}: {s:?}");
+        assert_eq!(
+            s.gap_reasons,
+            vec![GapReason::FailedRollover],
+            "seed {seed}: {s:?}"
+        );
+        assert_eq!(s.outside_gaps, 0, "seed {seed}: {s:?}");
+    }
+}

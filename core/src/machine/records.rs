@@ -138,8 +138,8 @@ impl KeepAliveMachine {
         } else {
             ("Stopping", Duration::ZERO)
         };
-        // A window of loss still open ends with the machine.
-        self.close_gap();
+        // A window of loss still open (or a rollover not yet proved) ends with the machine.
+        self.close_all_gaps();
         for socket in self.open_sockets() {
             self.close_socket(socket, 1000, why, linger);
         }

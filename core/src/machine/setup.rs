@@ -233,10 +233,11 @@ impl KeepAliveMachine {
             self.timers.set(Timer::Resubscribe, at);
         }
         let rollover = kind == SetupKind::Rollover && self.active.is_some();
-        if let Some(old) = self.active.take() {
+        let old = self.active.take().map(|old| {
             let why = "planned close: moved to a new channel";
             self.close_socket(old.socket, CLOSE_ROLLOVER, why, ROLLOVER_LINGER);
-        }
+            (old.socket, old.receiving_since)
+        });
         self.clear_conn_timers();
         let connection_id = self.setup.connection_id.clone();
         self.active = Some(Conn::opened(socket, connection_id, self.now));
@@ -256,8 +257,13 @@ impl KeepAliveMachine {
             .set(Timer::Idle, self.now + self.config.max_idle);
         self.timers
             .set(Timer::MinUptime, self.now + self.config.min_uptime);
-        // Open, with the subscriptions confirmed before the handshake: a window of loss ends here.
-        self.close_gap();
+        // Open, with the subscriptions confirmed before the handshake: a window of loss ends here. The
+        // old socket of a rollover must still prove it delivered up to now.
+        if !self.close_gap() {
+            if let Some((socket, receiving_since)) = old {
+                self.await_rollover_proof(socket, receiving_since);
+            }
+        }
         // Probe the new path at once.
         self.send_heartbeat();
     }

@@ -56,6 +56,7 @@ impl KeepAliveMachine {
 
     /// Tells the driver to drop `socket` now; anything it still reports about it is a leftover.
     fn discard(&mut self, socket: SocketId) {
+        self.rollover_socket_ended(socket, false);
         self.forget_closing(socket);
         let discarded = &mut self.sockets.discarded;
         if discarded.len() >= DISCARDED_KEPT {
@@ -119,6 +120,8 @@ impl KeepAliveMachine {
     /// failed attempt).
     pub(super) fn on_closed(&mut self, socket: SocketId, code: Option<u16>, reason: String) {
         if self.is_closing(socket) {
+            // The peer's close frame (a code) answers ours: what the socket carried before it has arrived.
+            self.rollover_socket_ended(socket, code.is_some());
             self.forget_closing(socket);
             return;
         }

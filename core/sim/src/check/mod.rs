@@ -85,8 +85,8 @@ pub enum Invariant {
     /// notifications profile: no notification is delivered twice within the dedup window (by correlation
     /// id, else by text).
     DuplicateDelivered,
-    /// A gap report ends no earlier than it starts and no later than the machine's `now`, starts no
-    /// earlier than the previous one ended, comes only after a socket was once open, and names a topic.
+    /// A gap report ends no earlier than it starts and no later than the machine's `now`, overlaps none of
+    /// the gaps reported before it, comes only after a socket was once open, and names a topic.
     GapReport,
 }
 
@@ -245,7 +245,8 @@ pub struct Checker {
     last_counters: [(&'static str, u64); 30],
     /// The machine's clock anchor, to read gap reports' wall-clock ends.
     wall: genesys_keepalive::time::WallClock,
-    last_gap_end: Option<std::time::SystemTime>,
+    /// The last gaps reported (bounded), none of which a new one may overlap.
+    recent_gaps: VecDeque<(std::time::SystemTime, std::time::SystemTime)>,
     ever_open: bool,
 }
 
@@ -285,7 +286,7 @@ impl Checker {
             delivered: VecDeque::new(),
             last_counters: counters(&machine.stats()),
             wall: machine.wall_clock(),
-            last_gap_end: None,
+            recent_gaps: VecDeque::new(),
             ever_open: false,
         }
     }
@@ -717,8 +718,12 @@ impl Checker {
             Some("it ends before it starts".to_owned())
         } else if gap.to > now {
             Some("it ends after the machine's now".to_owned())
-        } else if self.last_gap_end.is_some_and(|end| gap.from < end) {
-            Some("it starts before the previous gap ended".to_owned())
+        } else if let Some(other) = self
+            .recent_gaps
+            .iter()
+            .find(|(f, t)| gap.from < *t && *f < gap.to)
+        {
+            Some(format!("it overlaps an earlier gap {other:?}"))
         } else if !self.ever_open {
             Some("no socket was ever open".to_owned())
         } else if gap.topics.is_empty() {
@@ -726,7 +731,10 @@ impl Checker {
         } else {
             None
         };
-        self.last_gap_end = Some(gap.to);
+        if self.recent_gaps.len() >= 16 {
+            self.recent_gaps.pop_front();
+        }
+        self.recent_gaps.push_back((gap.from, gap.to));
         match problem {
             Some(p) => self.fail(Invariant::GapReport, format!("gap report {gap:?}: {p}")),
             None => Ok(()),
