@@ -17,7 +17,7 @@
 mod http;
 mod socket;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -242,6 +242,27 @@ pub struct GatewayStats {
     /// Every request answered, in order (not the `/testkit/` control ones; at most the last
     /// 100,000 or so).
     pub requests: Vec<RequestRecord>,
+    /// What each OAuth client (by client id) did: the configured one and those of
+    /// [`Gateway::add_client`]. A socket or channel belongs to the client whose token created the
+    /// channel (notification sockets) or was presented in the handshake (`/keepalive`).
+    pub per_client: BTreeMap<String, ClientStats>,
+}
+
+/// One OAuth client's share of [`GatewayStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClientStats {
+    /// Access tokens issued to it.
+    pub tokens_issued: u64,
+    /// Channels it created.
+    pub channels_created: u64,
+    /// WebSockets of its channels (or with its token) accepted.
+    pub sockets_opened: u64,
+    /// Of those, open right now.
+    pub sockets_open_now: u64,
+    /// Notification frames written to its sockets.
+    pub notifications_sent: u64,
+    /// Close frames received on its sockets, as `(code, reason)`.
+    pub close_codes: Vec<(u16, String)>,
 }
 
 /// Kinds of outbound frame, for the counters.
@@ -269,15 +290,23 @@ pub(crate) enum SocketCmd {
 pub(crate) struct Channel {
     pub topics: Vec<String>,
     pub last_used: Instant,
+    /// The client whose token created it.
+    pub client: Option<String>,
 }
 
 pub(crate) struct SocketEntry {
     pub channel: Option<String>,
+    /// The client it belongs to (see [`GatewayStats::per_client`]).
+    pub client: Option<String>,
     pub tx: mpsc::UnboundedSender<SocketCmd>,
 }
 
 pub(crate) struct State {
     pub tokens: HashMap<String, Instant>,
+    /// Which client each token in `tokens` was issued to.
+    pub token_clients: HashMap<String, String>,
+    /// The accepted OAuth clients: id to secret.
+    pub clients: HashMap<String, String>,
     pub channels: HashMap<String, Channel>,
     pub sockets: HashMap<u64, SocketEntry>,
     pub forbidden: BTreeSet<String>,
@@ -297,6 +326,14 @@ pub(crate) struct Shared {
     pub tls: bool,
     state: Mutex<State>,
     changed: Notify,
+}
+
+impl State {
+    /// `client`'s counters (created on first use); `None` for a socket or channel of no known client.
+    pub(crate) fn client_stats(&mut self, client: Option<&str>) -> Option<&mut ClientStats> {
+        let client = client?;
+        Some(self.stats.per_client.entry(client.to_string()).or_default())
+    }
 }
 
 impl Shared {
@@ -477,6 +514,7 @@ impl Gateway {
         let acceptor = tls
             .as_ref()
             .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config.clone()));
+        let clients = HashMap::from([(config.client_id.clone(), config.client_secret.clone())]);
         let shared = Arc::new(Shared {
             tls: config.tls,
             config,
@@ -484,6 +522,8 @@ impl Gateway {
             port: addr.port(),
             state: Mutex::new(State {
                 tokens: HashMap::new(),
+                token_clients: HashMap::new(),
+                clients,
                 channels: HashMap::new(),
                 sockets: HashMap::new(),
                 forbidden: BTreeSet::new(),
@@ -539,6 +579,14 @@ impl Gateway {
             stop,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Accepts one more OAuth client (`id`, `secret`) at the token endpoint, besides
+    /// [`GatewayConfig::client_id`]; a known `id` gets the new secret. What it does is counted in
+    /// [`GatewayStats::per_client`].
+    pub fn add_client(&self, id: &str, secret: &str) {
+        self.shared
+            .update(|s| s.clients.insert(id.to_string(), secret.to_string()));
     }
 
     /// The bound address (`127.0.0.1:<port>`).

@@ -341,6 +341,69 @@ async fn twenty_first_channel_evicts_the_least_recently_used() {
 }
 
 #[tokio::test]
+async fn several_clients_each_with_their_own_channels_and_counters() {
+    let gw = gateway(|c| c.max_channels = 2);
+    gw.add_client("org-a", "secret-a");
+    gw.add_client("org-b", "secret-b");
+    let client = http();
+    let base = gw.base_url();
+    let (status, _, _) = token_with(&client, &base, "org-a", "secret-b").await;
+    assert_eq!(status, 401, "a secret is good only for its own client");
+    let tok = |id: &'static str, secret: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let (status, body, _) = token_with(&client, &base, id, secret).await;
+            assert_eq!(status, 200, "{id}");
+            body["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    let (a, b) = (
+        tok("org-a", "secret-a").await,
+        tok("org-b", "secret-b").await,
+    );
+    let default = tok("test-client", "test-secret").await;
+    // The channel limit is per client: b's channels never evict a's.
+    let a1 = channel(&client, &base, &a).await.0;
+    for _ in 0..3 {
+        channel(&client, &base, &b).await;
+    }
+    assert!(gw.channel_ids().contains(&a1));
+    let mut ws = connect(&format!("ws://127.0.0.1:{}/channels/{a1}", gw.port())).await;
+    let (status, _) = subscribe(&client, &base, &a, &a1, &["v2.a"], true).await;
+    assert_eq!(status, 200);
+    wait_stats(&gw, |s| {
+        s.per_client
+            .get("org-a")
+            .is_some_and(|c| c.sockets_open_now == 1)
+    })
+    .await;
+    gw.publish("v2.a", json!({}));
+    next_json(&mut ws, SHORT).await.expect("the notification");
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    wait_stats(&gw, |s| s.per_client["org-a"].sockets_open_now == 0).await;
+    let s = gw.stats();
+    let (pa, pb) = (&s.per_client["org-a"], &s.per_client["org-b"]);
+    assert_eq!(
+        (pa.tokens_issued, pa.channels_created, pa.sockets_opened),
+        (1, 1, 1)
+    );
+    assert_eq!(pa.notifications_sent, 1);
+    assert_eq!(pa.close_codes, vec![(1000, "bye".to_string())]);
+    assert_eq!(
+        (pb.tokens_issued, pb.channels_created, pb.sockets_opened),
+        (1, 3, 0)
+    );
+    assert_eq!(s.per_client["test-client"].tokens_issued, 1);
+    assert_eq!(s.channels_evicted, 1);
+    assert!(!default.is_empty());
+}
+
+#[tokio::test]
 async fn server_heartbeat_arrives() {
     let gw = gateway(|c| c.server_heartbeat = Duration::from_millis(100));
     let (_client, _id, mut ws) = connected_channel(&gw, &[]).await;

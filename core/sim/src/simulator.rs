@@ -270,7 +270,7 @@ enum Item {
     /// The handshake completes: the gateway side opens, then the client hears of it.
     GwOpen(SocketId),
     /// The client's close frame reaches the gateway, which answers with its own.
-    ClientClose(SocketId),
+    ClientClose(SocketId, u16),
 }
 
 struct GwSocket {
@@ -525,7 +525,7 @@ impl Sim<'_> {
                     s.open = false;
                 }
             }
-            Action::Close { socket, .. } => {
+            Action::Close { socket, code, .. } => {
                 // The close frame reaches the gateway one latency later (after what was sent before it);
                 // until then the gateway keeps sending on the socket.
                 let Some(s) = self.sockets.get_mut(&socket) else {
@@ -539,7 +539,7 @@ impl Sim<'_> {
                 if let Some(s) = self.sockets.get_mut(&socket) {
                     s.last_to_gateway = at;
                 }
-                self.schedule(at, Item::ClientClose(socket));
+                self.schedule(at, Item::ClientClose(socket, code));
             }
             Action::ReconnectAfter(d) => self.summary.reconnect_delays.push(d),
             Action::Alert(a) => {
@@ -795,16 +795,38 @@ impl Sim<'_> {
                 }
             }
             Item::GwOpen(socket) => {
-                let still_wanted = match self.sockets.get_mut(&socket) {
-                    // The client gave up on it (Close) before the handshake finished.
+                // The client may have given up on it (Close) before the handshake finished; and a
+                // handshake still on its way fails if the gateway went down or the channel went away.
+                let outcome = match self.sockets.get(&socket) {
                     Some(s) if !s.cancelled => {
-                        s.open = true;
-                        true
+                        let gone = s
+                            .channel
+                            .as_ref()
+                            .is_some_and(|c| !self.channels.contains_key(c));
+                        Some(match (self.is_down(), gone) {
+                            (true, _) => Err(None),
+                            (false, true) => Err(Some(404)),
+                            (false, false) => Ok(()),
+                        })
                     }
-                    _ => false,
+                    _ => None,
                 };
-                if still_wanted {
-                    self.feed(Event::Opened { socket });
+                let Some(outcome) = outcome else {
+                    return;
+                };
+                if let Some(s) = self.sockets.get_mut(&socket) {
+                    s.open = outcome.is_ok();
+                    s.cancelled = outcome.is_err();
+                }
+                match outcome {
+                    Ok(()) => self.feed(Event::Opened { socket }),
+                    Err(status) => self.feed(Event::ConnectFailed {
+                        socket,
+                        status,
+                        retry_after: None,
+                        error: "the handshake failed: the gateway went down or the channel is gone"
+                            .into(),
+                    }),
                 }
             }
             Item::ToGateway(socket, text) => {
@@ -865,17 +887,19 @@ impl Sim<'_> {
                 }
             }
             Item::GatewayClose(socket, code, reason) => self.gateway_close(socket, code, reason),
-            Item::ClientClose(socket) => {
+            Item::ClientClose(socket, code) => {
                 if let Some(s) = self.sockets.get_mut(&socket) {
-                    let blackholed = s.blackholed;
+                    // A socket the gateway closed already has nothing to answer with.
+                    let answers = s.open && !s.blackholed;
                     s.open = false;
-                    if !blackholed {
+                    if answers {
                         let at = self.client_arrival(socket);
                         self.schedule(
                             at,
+                            // The answer echoes the client's code, as RFC 6455 §5.5.1 has it.
                             Item::ToMachine(Event::Closed {
                                 socket,
-                                code: Some(1000),
+                                code: Some(code),
                                 reason: "closed".into(),
                             }),
                         );

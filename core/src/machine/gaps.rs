@@ -9,7 +9,6 @@ use super::KeepAliveMachine;
 use crate::config::ProfileKind;
 use crate::event::Action;
 use crate::gap::{Gap, GapReason};
-use crate::ids::SocketId;
 
 /// The gap side's own fields.
 #[derive(Debug, Default)]
@@ -18,9 +17,6 @@ pub(super) struct Gaps {
     open: Option<(Instant, GapReason)>,
     /// Where the last reported window ended: what came before is reported already.
     last_end: Option<Instant>,
-    /// Rollovers' old sockets that have not yet proved they delivered until the new socket was open:
-    /// (socket, known receiving since, new socket open at).
-    unproven: Vec<(SocketId, Instant, Instant)>,
 }
 
 impl KeepAliveMachine {
@@ -61,7 +57,7 @@ impl KeepAliveMachine {
         true
     }
 
-    fn report_gap(&mut self, from: Instant, to: Instant, reason: GapReason) {
+    pub(super) fn report_gap(&mut self, from: Instant, to: Instant, reason: GapReason) {
         let from = from.max(self.gaps.last_end.unwrap_or(from)).min(to);
         self.gaps.last_end = Some(self.gaps.last_end.map_or(to, |e| e.max(to)));
         self.stats.gaps += 1;
@@ -73,36 +69,5 @@ impl KeepAliveMachine {
             topics: self.rest.topics.clone(),
         };
         self.push(Action::Gap(gap));
-    }
-
-    /// Make before break is proved only when the old socket's close handshake completes: the peer's close
-    /// frame answers ours, sent once the new socket was open, so whatever the old socket carried before
-    /// it has arrived. Until then the window from `receiving_since` to now is unproven.
-    pub(super) fn await_rollover_proof(&mut self, socket: SocketId, receiving_since: Instant) {
-        let notifications = self.config.profile == ProfileKind::Notifications;
-        if notifications && !self.rest.topics.is_empty() {
-            self.gaps.unproven.push((socket, receiving_since, self.now));
-        }
-    }
-
-    /// A closing socket ended: with the peer's close frame (`proved`) its rollover lost nothing;
-    /// otherwise (no close frame, the linger ran out, the machine stops) its unproven window is a gap.
-    pub(super) fn rollover_socket_ended(&mut self, socket: SocketId, proved: bool) {
-        let Some(i) = self.gaps.unproven.iter().position(|u| u.0 == socket) else {
-            return;
-        };
-        let (_, from, to) = self.gaps.unproven.swap_remove(i);
-        if !proved {
-            self.report_gap(from, to, GapReason::FailedRollover);
-        }
-    }
-
-    /// The machine stops: every window still open or unproven is reported now (nothing may follow the
-    /// stop).
-    pub(super) fn close_all_gaps(&mut self) {
-        self.close_gap();
-        for (socket, _, _) in self.gaps.unproven.clone() {
-            self.rollover_socket_ended(socket, false);
-        }
     }
 }

@@ -75,6 +75,13 @@ impl Conn {
         }
     }
 
+    /// What a drain needs of a socket it takes over: its last heartbeat, the frame in flight, and how
+    /// many heartbeats are still unanswered.
+    pub(super) fn drain_view(&self) -> (Option<Instant>, Option<FrameId>, usize) {
+        let in_flight = self.in_flight.as_ref().map(|f| f.frame);
+        (self.last_heartbeat_at, in_flight, self.outstanding.len())
+    }
+
     fn heartbeat_pending(&self) -> bool {
         self.queue
             .iter()
@@ -93,7 +100,7 @@ impl Conn {
 #[derive(Debug)]
 pub(super) struct Heartbeat {
     pub(super) latency: LatencyWindow,
-    next_frame: u64,
+    pub(super) next_frame: u64,
     next_seq: u64,
     healthy_samples: u32,
     loss_alerted: bool,
@@ -251,6 +258,9 @@ impl KeepAliveMachine {
 
     pub(super) fn on_send_completed(&mut self, socket: SocketId, frame: FrameId) {
         let Some(conn) = self.active.as_mut().filter(|c| c.socket == socket) else {
+            if self.is_draining(socket) {
+                return self.drain_send_completed(socket, frame);
+            }
             if !self.is_closing(socket) && !self.was_discarded(socket) {
                 self.unexpected(format!("send report for unknown {socket}"));
             }
@@ -271,6 +281,9 @@ impl KeepAliveMachine {
 
     pub(super) fn on_send_failed(&mut self, socket: SocketId, frame: FrameId, error: String) {
         let Some(conn) = self.active.as_mut().filter(|c| c.socket == socket) else {
+            if self.is_draining(socket) {
+                return self.drain_failed(socket, true);
+            }
             if !self.is_closing(socket) && !self.was_discarded(socket) {
                 self.unexpected(format!("send failure for unknown {socket}"));
             }

@@ -67,15 +67,21 @@ impl KeepAliveMachine {
             );
             return self.audit(AuditEvent::OversizedFrame, text.len(), Some(why));
         }
-        self.on_frame(frames::classify(self.config.profile, text), text, active);
+        self.on_frame(
+            frames::classify(self.config.profile, text),
+            text,
+            socket,
+            active,
+        );
     }
 
     /// A classified frame; `active` when it came on the active socket (not a closing one).
-    fn on_frame(&mut self, frame: Frame<'_>, text: &str, active: bool) {
+    fn on_frame(&mut self, frame: Frame<'_>, text: &str, socket: SocketId, active: bool) {
         match frame {
             Frame::KeepAliveAck { seq } if active => self.on_ack(seq),
             Frame::Pong if active => self.on_ack(None),
-            Frame::KeepAliveAck { .. } | Frame::Pong => {}
+            Frame::Pong => self.drain_answered(socket),
+            Frame::KeepAliveAck { .. } => {}
             Frame::ServerHeartbeat => self.stats.server_heartbeats += 1,
             Frame::SocketClosing if active => self.on_socket_closing(),
             Frame::SocketClosing => {}

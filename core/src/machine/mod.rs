@@ -15,7 +15,8 @@
 //! - [`inbound`]: what an inbound frame means, notifications and their deduplication.
 //! - [`rest`]: the REST calls ([`rest_call`]: token, channel, subscriptions), their answers and the one
 //!   retry state.
-//! - [`sockets`]: sockets being closed (linger) or discarded.
+//! - [`sockets`]: sockets being closed (linger) or discarded; [`drain`]: a rollover's old socket, drained
+//!   before it is closed.
 //! - [`gaps`]: windows in which notifications may have been missed, reported once a socket is back.
 //! - [`records`]: actions, audit entries, alerts, credential scrubbing, state changes and the stop.
 //!
@@ -35,6 +36,7 @@ use crate::stats::Stats;
 use crate::time::WallClock;
 use crate::timers::{Timer, TimerTable};
 
+mod drain;
 mod gaps;
 mod heartbeat;
 mod inbound;
@@ -219,7 +221,7 @@ impl KeepAliveMachine {
 
     /// Stopped, and every socket closed or discarded: nothing will ever be asked of the driver again.
     pub fn is_finished(&self) -> bool {
-        self.is_stopped() && self.sockets.closing.is_empty()
+        self.is_stopped() && self.sockets.closing.is_empty() && self.sockets.draining.is_empty()
     }
 
     /// Feeds one event at time `now`. Time that goes backwards is clamped (and counted). Due timers fire

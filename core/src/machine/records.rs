@@ -139,8 +139,9 @@ impl KeepAliveMachine {
             ("Stopping", Duration::ZERO)
         };
         // A window of loss still open (or a rollover not yet proved) ends with the machine.
-        self.close_all_gaps();
-        for socket in self.open_sockets() {
+        self.close_gap();
+        let draining = self.end_drains();
+        for socket in self.open_sockets().into_iter().chain(draining) {
             self.close_socket(socket, 1000, why, linger);
         }
         self.audit(AuditEvent::Stopped, 0, Some(reason.to_string()));

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::{KeepAliveMachine, CLOSE_CONNECT_TIMEOUT, CLOSE_ROLLOVER, ROLLOVER_LINGER};
+use super::{KeepAliveMachine, CLOSE_CONNECT_TIMEOUT};
 use crate::config::ProfileKind;
 use crate::event::{Action, AuditEvent, StopReason};
 use crate::http::Headers;
@@ -233,11 +233,8 @@ impl KeepAliveMachine {
             self.timers.set(Timer::Resubscribe, at);
         }
         let rollover = kind == SetupKind::Rollover && self.active.is_some();
-        let old = self.active.take().map(|old| {
-            let why = "planned close: moved to a new channel";
-            self.close_socket(old.socket, CLOSE_ROLLOVER, why, ROLLOVER_LINGER);
-            (old.socket, old.receiving_since)
-        });
+        // A rollover's old socket is drained, then closed (drain.rs).
+        let old = self.active.take();
         self.clear_conn_timers();
         let connection_id = self.setup.connection_id.clone();
         self.active = Some(Conn::opened(socket, connection_id, self.now));
@@ -259,10 +256,9 @@ impl KeepAliveMachine {
             .set(Timer::MinUptime, self.now + self.config.min_uptime);
         // Open, with the subscriptions confirmed before the handshake: a window of loss ends here. The
         // old socket of a rollover must still prove it delivered up to now.
-        if !self.close_gap() {
-            if let Some((socket, receiving_since)) = old {
-                self.await_rollover_proof(socket, receiving_since);
-            }
+        let covered = self.close_gap();
+        if let Some(old) = old {
+            self.start_drain(old, covered);
         }
         // Probe the new path at once.
         self.send_heartbeat();

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::drain::Drain;
 use super::KeepAliveMachine;
 use crate::event::{Action, AuditEvent};
 use crate::gap::GapReason;
@@ -22,6 +23,9 @@ pub(super) struct Sockets {
     pub(super) closing: Vec<(SocketId, Instant)>,
     /// Sockets we discarded: whatever the driver still reports about them is a leftover. Bounded.
     pub(super) discarded: VecDeque<SocketId>,
+    /// Rollovers' old sockets, drained before they are closed (`drain.rs`). `Timer::Linger` covers their
+    /// deadlines too.
+    pub(super) draining: Vec<Drain>,
 }
 
 impl KeepAliveMachine {
@@ -56,7 +60,6 @@ impl KeepAliveMachine {
 
     /// Tells the driver to drop `socket` now; anything it still reports about it is a leftover.
     fn discard(&mut self, socket: SocketId) {
-        self.rollover_socket_ended(socket, false);
         self.forget_closing(socket);
         let discarded = &mut self.sockets.discarded;
         if discarded.len() >= DISCARDED_KEPT {
@@ -73,18 +76,21 @@ impl KeepAliveMachine {
             let (socket, _) = self.sockets.closing.swap_remove(i);
             self.discard(socket);
         }
-        self.arm_linger();
+        self.pump_drains();
     }
 
     pub(super) fn arm_linger(&mut self) {
-        match self.sockets.closing.iter().map(|&(_, until)| until).min() {
+        let closing = self.sockets.closing.iter().map(|&(_, until)| until);
+        let draining = self.sockets.draining.iter().map(|d| d.deadline());
+        match closing.chain(draining).min() {
             Some(at) => self.timers.set(Timer::Linger, at),
             None => self.timers.clear(Timer::Linger),
         }
     }
 
+    /// Closed (or being drained before its close): frames and reports from it are still accepted.
     pub(super) fn is_closing(&self, socket: SocketId) -> bool {
-        self.sockets.closing.iter().any(|&(s, _)| s == socket)
+        self.sockets.closing.iter().any(|&(s, _)| s == socket) || self.is_draining(socket)
     }
 
     pub(super) fn was_discarded(&self, socket: SocketId) -> bool {
@@ -119,9 +125,11 @@ impl KeepAliveMachine {
     /// A socket ended: one we closed, one we discarded, the active one (lost), or the one opening (a
     /// failed attempt).
     pub(super) fn on_closed(&mut self, socket: SocketId, code: Option<u16>, reason: String) {
+        if self.is_draining(socket) {
+            // It ended before its drain proved anything.
+            return self.drain_failed(socket, false);
+        }
         if self.is_closing(socket) {
-            // The peer's close frame (a code) answers ours: what the socket carried before it has arrived.
-            self.rollover_socket_ended(socket, code.is_some());
             self.forget_closing(socket);
             return;
         }

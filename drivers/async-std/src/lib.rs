@@ -55,6 +55,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod fleet;
+
 use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -69,7 +71,9 @@ use genesys_keepalive_driver_common::socket::{
 };
 use genesys_keepalive_driver_common::{BoxFuture, Runtime};
 
+pub use fleet::Fleet;
 pub use genesys_keepalive;
+pub use genesys_keepalive_driver_common::{AddError, FleetNotifications, FleetReports};
 pub use genesys_keepalive_driver_common::{
     Error, Handle, Notifications, Options, RecvError, Report, Reports, Spawner, StateWatch,
     TryRecvError,
@@ -113,12 +117,13 @@ pub fn start_with(config: Config, options: Options) -> Result<(Handle, Notificat
 
 /// A socket's byte stream: TCP, or TLS over TCP. Boxed, so that a plain socket does not carry the size of
 /// a TLS session (about 1 KiB) inline.
-trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 
 /// The runtime-neutral glue: `async-net`, `futures-rustls`, `async-tungstenite`, `async-io` timers, and
-/// reqwest under `async-compat`.
-struct AsyncStd;
+/// reqwest under `async-compat`. Public because it names the runtime of a [`Fleet`] (`Deref` target).
+#[derive(Debug, Clone, Copy)]
+pub struct AsyncStd;
 
 impl Runtime for AsyncStd {
     type Ws = WebSocketStream<Box<dyn ByteStream>>;

@@ -10,6 +10,8 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_AUTH: u8 = 3;
 /// Exit code after the last reconnect attempt failed.
 pub const EXIT_EXHAUSTED: u8 = 4;
+/// `fleet`: shut down on a signal after one or more connections had stopped on their own.
+pub const EXIT_SOME_STOPPED: u8 = 5;
 
 /// Why the command ends with a non-zero code; the message names the cause and what to do.
 #[derive(Debug)]

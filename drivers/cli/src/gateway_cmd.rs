@@ -45,6 +45,39 @@ pub struct GatewayArgs {
     /// With --tls, also write the CA's PEM to this file (for `run --ca-cert FILE`)
     #[arg(long, value_name = "FILE", requires = "tls")]
     pub ca_out: Option<PathBuf>,
+    /// More OAuth clients to accept (e.g. one per organisation of a `fleet`): one `ID SECRET` pair per
+    /// line, blank lines and `#` comments ignored. Secrets stay off the command line
+    #[arg(long, value_name = "FILE")]
+    pub clients_file: Option<PathBuf>,
+}
+
+/// The `ID SECRET` pairs of a `--clients-file`.
+pub fn read_clients(path: &std::path::Path) -> Result<Vec<(String, String)>, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::config(format!(
+            "cannot read the clients file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(id), Some(secret), None) => out.push((id.to_string(), secret.to_string())),
+            _ => {
+                return Err(Failure::config(format!(
+                    "{} line {}: expected `ID SECRET`",
+                    path.display(),
+                    i + 1
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Serialize)]
@@ -112,6 +145,10 @@ pub fn main(args: GatewayArgs) -> Result<u8, Failure> {
     if args.token_lifetime_s == 0 {
         return Err(Failure::config("--token-lifetime-s must be at least 1"));
     }
+    let clients = match &args.clients_file {
+        Some(path) => read_clients(path)?,
+        None => Vec::new(),
+    };
     let gw = Gateway::start(gateway_config(&args)).map_err(|e| {
         Failure::config(format!(
             "cannot start the gateway on 127.0.0.1:{}: {e}; pick another --port (0 for any)",
@@ -122,6 +159,9 @@ pub fn main(args: GatewayArgs) -> Result<u8, Failure> {
         std::fs::write(path, pem).map_err(|e| {
             Failure::config(format!("cannot write the CA to {}: {e}", path.display()))
         })?;
+    }
+    for (id, secret) in &clients {
+        gw.add_client(id, secret);
     }
     output::emit_raw(&started_line(&gw));
     tracing::info!(base_url = %gw.base_url(), "gateway running; SIGINT or SIGTERM stops it");

@@ -4,18 +4,20 @@
 //!
 //! Exit codes: 0 success (or a graceful shutdown on SIGINT/SIGTERM), 1 an internal failure (and, for `demo`,
 //! a lost or duplicated notification), 2 bad configuration or input, 3 authentication or authorization refused,
-//! 4 every reconnect attempt failed.
+//! 4 every reconnect attempt failed, 5 (`fleet`) a signal ended a fleet in which some connection had stopped.
 #![forbid(unsafe_code)]
 
 mod bench;
 mod demo;
 mod failure;
+mod fleet;
 mod gateway_cmd;
 mod metrics_export;
 mod output;
 mod plot;
 mod run;
 mod settings;
+mod shard;
 mod signals;
 
 use std::process::ExitCode;
@@ -93,6 +95,30 @@ runtime, the connect time and the p50/p99 of heartbeat schedule lateness and of 
 when stderr is a terminal. Exit 0 when every connection is open at the end, 1 otherwise, 2 for bad flags or an \
 unreadable --ca-cert.";
 
+const FLEET_LONG: &str = "\
+Run one keep-alive connection per organisation of a fleet file, in this process (one runtime, one HTTP \
+client, one TLS configuration), until SIGINT/SIGTERM.
+
+The file (TOML) has an optional [defaults] table with any field of the `run` configuration file, applied to \
+every connection, and one [[connection]] table per organisation: `name` (unique), `client_id_env` and \
+`client_secret_env` (the names of the environment variables holding its credentials; secrets never live in \
+the file) and any `run` field (region, api_base, login_base, topics, allow_insecure, timings as `*_ms`), which \
+overrides the defaults. A bad file (unknown field, duplicate name, missing variable) is refused before \
+anything connects (exit 2), naming the connection and the field.
+
+Output: the same JSON lines as `run`, each with \"connection\":\"<name>\" right after `kind`. A connection \
+that stops on its own prints {\"kind\":\"stopped\",\"connection\":…,\"reason\":…,\"exit_code\":N} (the \
+code `run` would exit with) and the others go on.
+
+--shard K/N takes only the connections whose name falls to shard K (0 to N-1) under rendezvous hashing \
+(FNV-1a-64 of the name and the shard index, SplitMix64 finalizer; stable across builds), so that N \
+replicas can share one file.
+
+Exit codes: after SIGINT/SIGTERM (every socket closed with 1000, a final stats line per running connection) \
+0 if every connection was still running, 5 if one or more had stopped on their own; if every connection stops \
+on its own, the first one's code (3 refused credentials or topic, 4 reconnect attempts exhausted); 2 a bad \
+fleet file or flag.";
+
 #[derive(Parser)]
 #[command(
     name = "genesys-keepalive",
@@ -118,6 +144,9 @@ enum Command {
     /// Many keepalive-frame connections in one process: memory and CPU per connection
     #[command(long_about = BENCH_LONG)]
     Bench(bench::BenchArgs),
+    /// Many organisations in one process: one connection per [[connection]] of a fleet file
+    #[command(long_about = FLEET_LONG)]
+    Fleet(Box<fleet::FleetArgs>),
 }
 
 fn init_tracing(default: &str) {
@@ -149,6 +178,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             init_tracing("error");
             bench::main(args)
+        }
+        Command::Fleet(args) => {
+            init_tracing("warn");
+            fleet::main(*args)
         }
     };
     match result {

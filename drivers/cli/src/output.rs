@@ -86,14 +86,29 @@ struct StateLine {
 
 /// `{"kind":"state","state":…,"from":…,"timestamp":…}`
 pub fn emit_state(from: State, to: State) {
-    emit(
+    emit_raw(&state_line(from, to));
+}
+
+/// The line [`emit_state`] writes.
+pub fn state_line(from: State, to: State) -> String {
+    json_line(
         "state",
         &StateLine {
             state: to,
             from,
             timestamp: now_iso8601(),
         },
-    );
+    )
+}
+
+/// `line` (from [`json_line`] with `kind`) with `"connection": name` right after `kind` (for `fleet`).
+pub fn with_connection(line: &str, kind: &str, name: &str) -> String {
+    let prefix = format!("{{\"kind\":{}", serde_json::Value::from(kind));
+    let conn = format!(",\"connection\":{}", serde_json::Value::from(name));
+    match line.strip_prefix(&prefix) {
+        Some(rest) => format!("{prefix}{conn}{rest}"),
+        None => line.to_string(),
+    }
 }
 
 #[derive(Serialize)]
@@ -107,14 +122,19 @@ struct StatsLine<'a> {
 
 /// `{"kind":"stats","timestamp":…,"final":…, <every Stats field>}`
 pub fn emit_stats(stats: &Stats, is_final: bool) {
-    emit(
+    emit_raw(&stats_line(stats, is_final));
+}
+
+/// The line [`emit_stats`] writes.
+pub fn stats_line(stats: &Stats, is_final: bool) -> String {
+    json_line(
         "stats",
         &StatsLine {
             timestamp: now_iso8601(),
             is_final,
             stats,
         },
-    );
+    )
 }
 
 /// A notification as received, plus `kind`; a frame that is not a JSON object is wrapped.
@@ -190,6 +210,20 @@ mod tests {
         assert_eq!(v["state"], "CONNECTING");
         assert_eq!(v["reconnects"], 0);
         assert!(v.get("rtt_p99_ms").is_some());
+    }
+
+    #[test]
+    fn connection_comes_right_after_kind() {
+        let line = json_line("x", &serde_json::json!({"a": 1}));
+        assert_eq!(
+            with_connection(&line, "x", "org \"1\""),
+            r#"{"kind":"x","connection":"org \"1\"","a":1}"#
+        );
+        let empty = json_line("y", &serde_json::json!({}));
+        assert_eq!(
+            with_connection(&empty, "y", "o"),
+            r#"{"kind":"y","connection":"o"}"#
+        );
     }
 
     #[test]

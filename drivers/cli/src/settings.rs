@@ -155,7 +155,7 @@ pub fn load_file(path: &Path) -> Result<Config, Failure> {
     toml::from_str::<Config>(&text).map_err(|e| toml_failure(path, &text, &e))
 }
 
-fn toml_failure(path: &Path, text: &str, e: &toml::de::Error) -> Failure {
+pub(crate) fn toml_failure(path: &Path, text: &str, e: &toml::de::Error) -> Failure {
     let at = e
         .span()
         .map(|s| {
@@ -171,7 +171,7 @@ fn toml_failure(path: &Path, text: &str, e: &toml::de::Error) -> Failure {
     ))
 }
 
-fn non_empty(v: Option<String>) -> Option<String> {
+pub(crate) fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
 }
 

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod conn;
+pub mod fleet;
 pub mod handle;
 pub mod http;
 #[cfg(feature = "metrics")]
@@ -29,6 +30,7 @@ use genesys_keepalive::{
 };
 
 pub use conn::{BoxFuture, Connection, Runtime};
+pub use fleet::{AddError, Fleet, FleetNotifications, FleetReports};
 use handle::Shared;
 pub use handle::{Handle, Notifications, RecvError, Reports, StateWatch, TryRecvError};
 

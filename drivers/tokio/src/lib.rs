@@ -45,6 +45,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod fleet;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -60,7 +62,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 
+pub use fleet::Fleet;
 pub use genesys_keepalive;
+pub use genesys_keepalive_driver_common::{AddError, FleetNotifications, FleetReports};
 pub use genesys_keepalive_driver_common::{
     Error, Handle, Notifications, Options, RecvError, Report, Reports, Spawner, StateWatch,
     TryRecvError,
@@ -104,12 +108,13 @@ pub fn start_with(config: Config, options: Options) -> Result<(Handle, Notificat
 
 /// A socket's byte stream: TCP, or TLS over TCP. Boxed, so that a plain socket does not carry the size of
 /// a TLS session (about 1 KiB) inline.
-trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 
 /// The tokio glue: TCP from tokio, TLS from tokio-rustls, WebSockets from tokio-tungstenite, timers from
-/// `tokio::time`, HTTP as is.
-struct Tokio;
+/// `tokio::time`, HTTP as is. Public because it names the runtime of a [`Fleet`] (`Deref` target).
+#[derive(Debug, Clone, Copy)]
+pub struct Tokio;
 
 impl Runtime for Tokio {
     type Ws = WebSocketStream<Box<dyn ByteStream>>;

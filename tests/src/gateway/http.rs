@@ -242,6 +242,16 @@ fn bearer(shared: &Shared, headers: &HeaderMap) -> Bearer {
     }
 }
 
+/// The client the request's bearer token was issued to, if any.
+fn bearer_client(shared: &Shared, headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    shared.read(|s| s.token_clients.get(token.trim()).cloned())
+}
+
 fn unauthorized(b: Bearer) -> Resp {
     let (message, code) = match b {
         Bearer::Missing => (
@@ -302,12 +312,11 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
             s.split_once(':')
                 .map(|(id, secret)| (id.to_string(), secret.to_string()))
         })
-        .is_some_and(|(id, secret)| {
-            id == shared.config.client_id && secret == shared.config.client_secret
-        });
-    if !creds_ok {
+        .filter(|(id, secret)| shared.read(|s| s.clients.get(id) == Some(secret)))
+        .map(|(id, _)| id);
+    let Some(client) = creds_ok else {
         return fail(401, "invalid_client", "client authentication failed");
-    }
+    };
     let form_ok = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -341,8 +350,18 @@ async fn token(shared: &Shared, req: Request<Incoming>) -> Resp {
         // Forget long-expired tokens so the table stays small; they still count as unknown.
         s.tokens
             .retain(|_, exp| *exp + Duration::from_secs(3600) > now);
+        let super::State {
+            tokens,
+            token_clients,
+            ..
+        } = s;
+        token_clients.retain(|t, _| tokens.contains_key(t));
         s.tokens.insert(token.clone(), now + lifetime);
+        s.token_clients.insert(token.clone(), client.clone());
         s.stats.tokens_issued += 1;
+        if let Some(c) = s.client_stats(Some(&client)) {
+            c.tokens_issued += 1;
+        }
     });
     json_resp(
         200,
@@ -370,12 +389,15 @@ fn create_channel(shared: &Shared, req: Request<Incoming>) -> Resp {
         .unwrap_or(shared.port);
     let id = format!("streaming-0-{}", util::random_hex(2));
     let max = shared.config.max_channels.max(1);
+    let client = bearer_client(shared, req.headers());
     let (connect_base, evicted) = shared.update(|s| {
         let mut evicted = Vec::new();
-        while s.channels.len() >= max {
+        // The limit is per client: one client's channels never evict another's.
+        while s.channels.values().filter(|c| c.client == client).count() >= max {
             let lru = s
                 .channels
                 .iter()
+                .filter(|(_, c)| c.client == client)
                 .min_by_key(|(_, c)| c.last_used)
                 .map(|(id, _)| id.clone());
             let Some(lru) = lru else { break };
@@ -393,9 +415,13 @@ fn create_channel(shared: &Shared, req: Request<Incoming>) -> Resp {
             Channel {
                 topics: Vec::new(),
                 last_used: Instant::now(),
+                client: client.clone(),
             },
         );
         s.stats.channels_created += 1;
+        if let Some(c) = s.client_stats(client.as_deref()) {
+            c.channels_created += 1;
+        }
         (s.connect_base.clone(), evicted)
     });
     for (old, tx) in evicted {
@@ -569,19 +595,29 @@ fn websocket(shared: &Arc<Shared>, mut req: Request<Incoming>, channel: Option<S
     let accept = derive_accept_key(key.as_bytes());
 
     let (tx, rx) = mpsc::unbounded_channel();
-    let socket_id = shared.update(|s| {
+    let token_client = bearer_client(shared, req.headers());
+    let (socket_id, client) = shared.update(|s| {
         s.next_socket += 1;
         let socket_id = s.next_socket;
+        let client = match &channel {
+            Some(id) => s.channels.get(id).and_then(|c| c.client.clone()),
+            None => token_client,
+        };
         s.sockets.insert(
             socket_id,
             SocketEntry {
                 channel: channel.clone(),
+                client: client.clone(),
                 tx,
             },
         );
         s.stats.sockets_opened += 1;
         s.stats.sockets_open_now += 1;
-        socket_id
+        if let Some(c) = s.client_stats(client.as_deref()) {
+            c.sockets_opened += 1;
+            c.sockets_open_now += 1;
+        }
+        (socket_id, client)
     });
     let guard = SocketGuard::new(shared.clone(), socket_id);
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -608,7 +644,7 @@ fn websocket(shared: &Arc<Shared>, mut req: Request<Incoming>, channel: Option<S
             None,
         )
         .await;
-        socket::run(task_shared, ws, channel, rx, guard).await;
+        socket::run(task_shared, ws, channel, client, rx, guard).await;
     });
 
     let mut r = empty_resp(101);

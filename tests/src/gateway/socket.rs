@@ -42,8 +42,11 @@ impl Drop for SocketGuard {
     fn drop(&mut self) {
         let id = self.id;
         self.shared.update(|s| {
-            if s.sockets.remove(&id).is_some() {
+            if let Some(entry) = s.sockets.remove(&id) {
                 s.stats.sockets_open_now = s.stats.sockets_open_now.saturating_sub(1);
+                if let Some(c) = s.client_stats(entry.client.as_deref()) {
+                    c.sockets_open_now = c.sockets_open_now.saturating_sub(1);
+                }
             }
         });
     }
@@ -64,6 +67,7 @@ fn enqueue(shared: &Shared, queue: &mut Queue, msg: Message, kind: OutKind) {
 /// Writes every frame that is due; counts them (as they are handed to the socket).
 async fn flush_due(
     shared: &Shared,
+    client: Option<&str>,
     ws: &mut WebSocketStream<Conn>,
     queue: &mut Queue,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
@@ -79,7 +83,12 @@ async fn flush_due(
             OutKind::Pong => s.stats.pongs_sent += 1,
             OutKind::Ack => s.stats.acks_sent += 1,
             OutKind::Heartbeat => s.stats.heartbeats_sent += 1,
-            OutKind::Notification => s.stats.notifications_sent += 1,
+            OutKind::Notification => {
+                s.stats.notifications_sent += 1;
+                if let Some(c) = s.client_stats(client) {
+                    c.notifications_sent += 1;
+                }
+            }
             OutKind::SocketClosing => s.stats.socket_closing_sent += 1,
             OutKind::Garbage => s.stats.garbage_frames_sent += 1,
             OutKind::Other => {}
@@ -89,16 +98,27 @@ async fn flush_due(
     Ok(())
 }
 
-fn record_close(shared: &Shared, frame: Option<&CloseFrame>) {
+fn record_close(shared: &Shared, client: Option<&str>, frame: Option<&CloseFrame>) {
     let entry = match frame {
         Some(f) => (u16::from(f.code), f.reason.to_string()),
         None => (1005, String::new()),
     };
-    shared.update(|s| s.stats.close_codes.push(entry));
+    shared.update(|s| {
+        if let Some(c) = s.client_stats(client) {
+            c.close_codes.push(entry.clone());
+        }
+        s.stats.close_codes.push(entry);
+    });
 }
 
 /// Sends a close frame, then reads until the client's answer (or 2 s), recording close frames.
-async fn close(shared: &Shared, mut ws: WebSocketStream<Conn>, code: u16, reason: &str) {
+async fn close(
+    shared: &Shared,
+    client: Option<&str>,
+    mut ws: WebSocketStream<Conn>,
+    code: u16,
+    reason: &str,
+) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),
@@ -109,7 +129,7 @@ async fn close(shared: &Shared, mut ws: WebSocketStream<Conn>, code: u16, reason
     let drain = async {
         while let Some(Ok(msg)) = ws.next().await {
             if let Message::Close(f) = msg {
-                record_close(shared, f.as_ref());
+                record_close(shared, client, f.as_ref());
             }
         }
     };
@@ -148,7 +168,13 @@ fn keepalive_valid(v: &Value, len: usize) -> bool {
         && v.get("sizeDirective").is_some_and(Value::is_object)
 }
 
-fn on_frame(shared: &Shared, queue: &mut Queue, notifications: bool, msg: Message) {
+fn on_frame(
+    shared: &Shared,
+    client: Option<&str>,
+    queue: &mut Queue,
+    notifications: bool,
+    msg: Message,
+) {
     match msg {
         Message::Text(text) => {
             if notifications {
@@ -182,7 +208,7 @@ fn on_frame(shared: &Shared, queue: &mut Queue, notifications: bool, msg: Messag
             }
             enqueue(shared, queue, Message::text(ack.to_string()), OutKind::Ack);
         }
-        Message::Close(frame) => record_close(shared, frame.as_ref()),
+        Message::Close(frame) => record_close(shared, client, frame.as_ref()),
         _ => {}
     }
 }
@@ -192,10 +218,12 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     mut ws: WebSocketStream<Conn>,
     channel: Option<String>,
+    client: Option<String>,
     mut rx: mpsc::UnboundedReceiver<SocketCmd>,
     guard: SocketGuard,
 ) {
     let _guard = guard;
+    let client = client.as_deref();
     let notifications = channel.is_some();
     let heartbeat = non_zero(shared.config.server_heartbeat).filter(|_| notifications);
     let idle = non_zero(shared.config.idle_timeout);
@@ -258,11 +286,11 @@ pub(super) async fn run(
                 }
                 Some(Ok(m)) => {
                     last_in = Instant::now();
-                    on_frame(&shared, &mut queue, notifications, m);
+                    on_frame(&shared, client, &mut queue, notifications, m);
                 }
             },
             _ = sleep_until(queue_due.unwrap_or(now + far)), if !blackholed && queue_due.is_some() => {
-                if let Err(e) = flush_due(&shared, &mut ws, &mut queue).await {
+                if let Err(e) = flush_due(&shared, client, &mut ws, &mut queue).await {
                     tracing::debug!(error = %e, "testkit gateway: socket write failed");
                     break;
                 }
@@ -275,14 +303,14 @@ pub(super) async fn run(
             }
             _ = sleep_until(idle_at.unwrap_or(now + far)), if !blackholed && idle_at.is_some() => {
                 shared.update(|s| s.stats.idle_closes += 1);
-                close(&shared, ws, 1001, "idle timeout").await;
+                close(&shared, client, ws, 1001, "idle timeout").await;
                 return;
             }
             _ = sleep_until(close_at.unwrap_or(now + far)), if !blackholed && close_at.is_some() => {
                 shared.update(|s| s.stats.planned_closes += 1);
                 // Flush what is already due (e.g. the socket_closing frame itself) first.
-                let _ = flush_due(&shared, &mut ws, &mut queue).await;
-                close(&shared, ws, 1001, "socket closing").await;
+                let _ = flush_due(&shared, client, &mut ws, &mut queue).await;
+                close(&shared, client, ws, 1001, "socket closing").await;
                 return;
             }
         }

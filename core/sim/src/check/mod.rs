@@ -137,6 +137,8 @@ struct Sock {
     last_inbound: Instant,
     /// Opened, last heartbeat or last write report (for the heartbeat cadence).
     last_send_activity: Instant,
+    /// When it was reported opened.
+    opened_at: Option<Instant>,
 }
 
 impl Sock {
@@ -245,6 +247,8 @@ pub struct Checker {
     last_counters: [(&'static str, u64); 30],
     /// The machine's clock anchor, to read gap reports' wall-clock ends.
     wall: genesys_keepalive::time::WallClock,
+    /// How long a rollover's old socket may stay open after the new one opened (its drain).
+    drain_bound: Duration,
     /// The last gaps reported (bounded), none of which a new one may overlap.
     recent_gaps: VecDeque<(std::time::SystemTime, std::time::SystemTime)>,
     ever_open: bool,
@@ -258,6 +262,9 @@ impl Checker {
             min_interval: config.min_interval,
             longest_interval: config.interval_matrix.longest(),
             max_idle: config.max_idle,
+            // A rollover's old socket is drained for at most the larger of the rollover linger (5 s)
+            // and the ack timeout (core/src/machine/drain.rs).
+            drain_bound: config.ack_timeout.max(Duration::from_secs(5)),
             backoff: Backoff {
                 base: config.backoff_base,
                 factor: config.backoff_factor,
@@ -306,6 +313,21 @@ impl Checker {
         self.tokens.keys().map(|s| s.as_str())
     }
 
+    /// The open sockets the machine has not closed, but for rollovers' old sockets while they are
+    /// drained: each for at most `drain_bound` after the next socket opened.
+    fn open_undrained(&self) -> Vec<SocketId> {
+        let open = self.live(Phase::Open);
+        let next_opened = |id: SocketId| {
+            self.sockets
+                .range(id..)
+                .skip(1)
+                .find_map(|(_, s)| s.opened_at)
+        };
+        open.into_iter()
+            .filter(|id| next_opened(*id).is_none_or(|t| self.now > t + self.drain_bound))
+            .collect()
+    }
+
     /// The sockets in `phase` that the machine has not closed.
     fn live(&self, phase: Phase) -> Vec<SocketId> {
         let sockets = self.sockets.iter();
@@ -336,6 +358,7 @@ impl Checker {
                         self.ever_open = true;
                         s.last_inbound = now;
                         s.last_send_activity = now;
+                        s.opened_at = Some(now);
                     }
                 }
             }
@@ -490,7 +513,7 @@ impl Checker {
                         format!("Connect reuses {socket}"),
                     );
                 }
-                let (pending, open) = (self.live(Phase::Pending), self.live(Phase::Open));
+                let (pending, open) = (self.live(Phase::Pending), self.open_undrained());
                 if !pending.is_empty() || open.len() > 1 {
                     return self.fail(
                         Invariant::OneConnectAttempt,
@@ -511,6 +534,7 @@ impl Checker {
                         in_flight: None,
                         last_inbound: now,
                         last_send_activity: now,
+                        opened_at: None,
                     },
                 );
             }
@@ -847,7 +871,7 @@ impl Checker {
                 ),
             );
         }
-        let (pending, open) = (self.live(Phase::Pending), self.live(Phase::Open));
+        let (pending, open) = (self.live(Phase::Pending), self.open_undrained());
         if pending.len() > 1 || open.len() > 1 {
             return self.fail(
                 Invariant::OneConnectAttempt,

@@ -1,0 +1,148 @@
+//! The library's `Fleet` on both drivers against the testkit gateway, one OAuth client per member: the
+//! merged streams carry each member's notifications and reports under its name, per-name stats, state,
+//! shutdown and remove act on that member only, and `shutdown_all` closes every socket with 1000.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use genesys_keepalive::{Config, Secret, State};
+use genesys_keepalive_driver_common::{AddError, Fleet, Report, Runtime};
+use genesys_keepalive_testkit::{Gateway, GatewayConfig};
+
+const TOPIC: &str = "v2.users.fleet-lib.presence";
+
+fn config(gw: &Gateway, org: &str) -> Config {
+    Config::builder()
+        .api_base(gw.base_url())
+        .login_base(gw.base_url())
+        .allow_insecure(true)
+        .credentials(
+            format!("client-{org}"),
+            Secret::new(format!("secret-{org}")),
+        )
+        .topic(TOPIC)
+        .heartbeat_interval(Duration::from_millis(500))
+        .max_idle(Duration::from_secs(3))
+        .ack_timeout(Duration::from_millis(1500))
+        .build()
+        .expect("a valid configuration")
+}
+
+fn graceful(gw: &Gateway, org: &str) -> usize {
+    gw.stats()
+        .per_client
+        .get(&format!("client-{org}"))
+        .map_or(0, |c| {
+            c.close_codes
+                .iter()
+                .filter(|(code, _)| *code == 1000)
+                .count()
+        })
+}
+
+fn open_now(gw: &Gateway, org: &str) -> u64 {
+    gw.stats()
+        .per_client
+        .get(&format!("client-{org}"))
+        .map_or(0, |c| c.sockets_open_now)
+}
+
+/// Waits (polling, runtime-neutral) until `pred` holds.
+async fn until(what: &str, pred: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !pred() {
+        assert!(Instant::now() < deadline, "{what} did not happen in time");
+        async_std::task::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn scenario<R: Runtime + Clone>(fleet: &Fleet<R>) {
+    let gw = Gateway::start(GatewayConfig::default()).expect("gateway");
+    let orgs = ["alpha", "beta", "gamma"];
+    for org in orgs {
+        gw.add_client(&format!("client-{org}"), &format!("secret-{org}"));
+    }
+    let mut notes = fleet.notifications().expect("the merged notifications");
+    assert!(
+        fleet.notifications().is_none(),
+        "there is one merged stream"
+    );
+    let mut reports = fleet.reports().expect("the merged reports");
+    for org in orgs {
+        fleet.add(org, config(&gw, org)).expect("added");
+    }
+    match fleet.add("beta", config(&gw, "beta")) {
+        Err(AddError::Duplicate(name)) => assert_eq!(name, "beta"),
+        other => panic!("a duplicate name was not refused: {other:?}"),
+    }
+    assert_eq!(fleet.names().len(), 3);
+
+    // Every member reaches STABLE, as its own reports say under its name.
+    let mut stable = BTreeSet::new();
+    while stable.len() < 3 {
+        let (name, report) = reports.recv().await.expect("reports go on");
+        if let Report::State {
+            to: State::Stable, ..
+        } = report
+        {
+            stable.insert(name.to_string());
+        }
+    }
+    for org in orgs {
+        assert_eq!(fleet.state(org), Some(State::Stable), "{org}");
+    }
+    until("every org subscribed with one socket", || {
+        orgs.iter().all(|o| open_now(&gw, o) == 1)
+    })
+    .await;
+
+    // One publish reaches each member once, tagged with its name.
+    let seq = gw.publish(TOPIC, serde_json::json!({}));
+    let mut got = BTreeSet::new();
+    while got.len() < 3 {
+        let (name, n) = notes.recv().await.expect("notifications go on");
+        assert!(n.raw.contains(&format!("\"seq\":{seq}")), "{}", n.raw);
+        assert!(got.insert(name.to_string()), "{name} got it twice");
+    }
+
+    // remove closes that member only, gracefully, and frees the name.
+    let stats = fleet.remove("beta").await.expect("beta was there");
+    assert_eq!(stats.state, State::Stopped);
+    assert_eq!(fleet.state("beta"), None);
+    assert_eq!(graceful(&gw, "beta"), 1);
+    assert_eq!((open_now(&gw, "alpha"), open_now(&gw, "gamma")), (1, 1));
+    // per-name shutdown keeps the member listed, stopped.
+    fleet.shutdown("gamma").await.expect("gamma was there");
+    assert_eq!(fleet.state("gamma"), Some(State::Stopped));
+    assert_eq!(graceful(&gw, "gamma"), 1);
+    assert_eq!(open_now(&gw, "alpha"), 1);
+    assert_eq!(fleet.stats("alpha").map(|s| s.state), Some(State::Stable));
+    assert!(fleet.stats("beta").is_none());
+
+    let finals = fleet.shutdown_all().await;
+    let names: Vec<Arc<str>> = finals.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(names, [Arc::from("alpha"), Arc::from("gamma")]);
+    assert_eq!((graceful(&gw, "alpha"), graceful(&gw, "gamma")), (1, 1));
+    assert_eq!(gw.stats().sockets_open_now, 0);
+}
+
+#[test]
+fn fleet_on_tokio() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let fleet = genesys_keepalive_tokio::Fleet::new();
+        scenario(&fleet).await;
+    });
+}
+
+#[test]
+fn fleet_on_async_std() {
+    async_std::task::block_on(async {
+        let fleet = genesys_keepalive_async_std::Fleet::new();
+        scenario(&fleet).await;
+    });
+}
