@@ -81,6 +81,13 @@ impl LatencyWindow {
         }
     }
 
+    /// The most recent RTT sample.
+    pub fn last(&self) -> Option<Duration> {
+        self.rtts_us
+            .back()
+            .map(|&us| Duration::from_micros(u64::from(us)))
+    }
+
     /// RTT samples held.
     pub fn samples(&self) -> usize {
         self.rtts_us.len()

@@ -1,7 +1,7 @@
 //! The end-to-end scenarios, written once for any driver.
 //!
 //! A driver crate implements [`DriverUnderTest`] (connect, sleep, run a future to completion on its
-//! runtime) and [`ClientHandle`] (a view of its handle); its test file then expands [`e2e_suite!`] to get one
+//! runtime) and [`ClientHandle`] (a view of its handle); its test file then expands [`e2e_suite!`](crate::e2e_suite) to get one
 //! `#[test]` per scenario. Every scenario runs over real loopback sockets against a [`Gateway`] with
 //! compressed timings and asserts outcomes (counts of reconnects, notifications, close codes, stop
 //! reasons). This crate does not depend on any driver.

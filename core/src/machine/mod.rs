@@ -185,6 +185,19 @@ impl KeepAliveMachine {
         s
     }
 
+    /// The counters and histograms as the machine keeps them, by reference: no copy, no allocation (for a
+    /// driver that exports them often). The fields [`KeepAliveMachine::stats`] derives from the RTT window
+    /// (`state`, `avg_latency_ms`, the percentiles, `packet_loss`, `rtt_samples`, `uptime_ms`) are not
+    /// filled in here.
+    pub fn counters(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The RTT of the most recent answered heartbeat on the current socket, if any.
+    pub fn last_rtt(&self) -> Option<std::time::Duration> {
+        self.heartbeat.latency.last()
+    }
+
     /// The next action to perform, in the order decided. Drain after every `handle`.
     pub fn poll_action(&mut self) -> Option<Action> {
         let action = self.records.actions.pop_front();

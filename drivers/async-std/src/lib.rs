@@ -48,6 +48,10 @@
 //!
 //! reqwest needs a tokio reactor; the driver lends it one through `async-compat` (one extra thread, started
 //! with the first HTTP request; see the crate's README for the measured cost).
+//!
+//! With the cargo feature `metrics`, every connection publishes counters, gauges and histograms through
+//! the `metrics` facade (labels `connection` = [`Options::name`], `profile`, `driver`); install any recorder
+//! to export them. The list is in `genesys_keepalive_driver_common::metrics` and the README.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -124,6 +128,7 @@ pub struct AsyncStd;
 impl Runtime for AsyncStd {
     type Ws = WebSocketStream<Box<dyn ByteStream>>;
     type Timer = async_io::Timer;
+    const NAME: &'static str = "async-std";
 
     fn connect(
         &self,

@@ -66,6 +66,13 @@ pub struct BenchArgs {
     /// test CA)
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while it runs (all connections share the
+    /// `connection="default"` series)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Write an SVG of the RTT and lateness distributions over all connections to FILE at the end
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 }
 
 /// One JSON line, with client.js's field names first.
@@ -215,6 +222,9 @@ pub fn main(args: BenchArgs) -> Result<u8, Failure> {
         Some(path) => load_roots(path)?,
         None => Vec::new(),
     };
+    if let Some(addr) = args.metrics_addr {
+        crate::metrics_export::serve(addr)?;
+    }
     let interval = Duration::from_millis(args.interval_ms);
     let (target, url, kind) = match (&args.url, args.in_process_gateway) {
         (Some(u), _) => (Target::External, u.clone(), "external"),
@@ -314,6 +324,11 @@ pub fn main(args: BenchArgs) -> Result<u8, Failure> {
         first_connect_error: m.first_error,
     };
     crate::output::emit("bench", &line);
+    if let Some(path) = &args.plot {
+        let title = format!("bench: {n} connections, {driver} {runtime}");
+        crate::plot::write_distributions(path, &title, &t.rtt, &t.lateness)
+            .map_err(|e| Failure::internal(format!("cannot write {}: {e}", path.display())))?;
+    }
     Ok(if line.open == line.n { 0 } else { 1 })
 }
 

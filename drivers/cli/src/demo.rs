@@ -15,6 +15,7 @@ use genesys_keepalive_tokio::{Options, Report};
 use tokio::time::Instant;
 
 use crate::failure::Failure;
+use crate::plot::Story;
 use crate::signals::Shutdown;
 
 /// The shortest run that fits every fault and a recovery after the last one.
@@ -35,6 +36,10 @@ pub struct DemoArgs {
     /// Publish a numbered notification this often
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub publish_interval_ms: u64,
+    /// Write an SVG picture of the run to FILE (RTT per heartbeat on state bands, marks for dead peers,
+    /// reconnects, rollovers and token refreshes, the faults, notifications delivered per second)
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// The compressed timings: heartbeat 500 ms, idle 2 s, ack 1 s, backoff from 200 ms, tokens living 6 s.
@@ -85,6 +90,18 @@ enum Step {
 }
 
 impl Step {
+    /// A few words for the plot.
+    fn note(self) -> &'static str {
+        match self {
+            Step::LatencyOn => "latency spike",
+            Step::LatencyOff => "latency off",
+            Step::ExpireTokens => "token expiry",
+            Step::SocketClosing => "socket_closing",
+            Step::Blackhole => "blackhole",
+            Step::StopPublishing => "publishing stops",
+        }
+    }
+
     fn describe(self) -> String {
         match self {
             Step::LatencyOn => format!(
@@ -324,11 +341,22 @@ async fn run(gw: &Gateway, config: Config, args: &DemoArgs, seed: u64) -> Result
             }
         };
 
+    let story = args.plot.as_ref().map(|_| {
+        let mut s = Story::new(start.into_std(), State::Connecting);
+        s.state(std::time::Instant::now(), handle.state());
+        Arc::new(Mutex::new(s))
+    });
     let received = Arc::new(Mutex::new(Received::default()));
     let reader = {
         let received = received.clone();
+        let story = story.clone();
         tokio::spawn(async move {
             while let Some(n) = notifications.recv().await {
+                if let Some(s) = &story {
+                    s.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .delivered(std::time::Instant::now());
+                }
                 let seq = n.json()["eventBody"]["seq"].as_u64();
                 let mut r = received.lock().unwrap_or_else(|e| e.into_inner());
                 match seq {
@@ -343,6 +371,7 @@ async fn run(gw: &Gateway, config: Config, args: &DemoArgs, seed: u64) -> Result
     let watcher = {
         let timeline = timeline.clone();
         let console = console.clone();
+        let story = story.clone();
         let mut reports = handle.reports();
         tokio::spawn(async move {
             use genesys_keepalive_tokio::RecvError;
@@ -353,6 +382,11 @@ async fn run(gw: &Gateway, config: Config, args: &DemoArgs, seed: u64) -> Result
                     Err(RecvError::Closed) => break,
                 };
                 let now = Instant::now();
+                if let Some(s) = &story {
+                    s.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .report(now.into_std(), &report);
+                }
                 match report {
                     Report::State { from, to } => {
                         timeline
@@ -442,6 +476,8 @@ async fn run(gw: &Gateway, config: Config, args: &DemoArgs, seed: u64) -> Result
     let mut latency_window: Option<(Instant, Instant)> = None;
     let mut expired_at: Option<Instant> = None;
     let expired_before = gw.stats().requests_with_expired_token;
+    // For --plot: the RTT of each answered heartbeat, sampled well inside the 500 ms interval.
+    let mut sample_tick = tokio::time::interval(Duration::from_millis(50));
 
     loop {
         let next_step_at = steps.peek().map(|(t, _)| start + *t);
@@ -457,6 +493,9 @@ async fn run(gw: &Gateway, config: Config, args: &DemoArgs, seed: u64) -> Result
                 let Some((_, step)) = steps.next() else { continue };
                 console_event(&console, &step.describe());
                 let now = Instant::now();
+                if let Some(s) = &story {
+                    s.lock().unwrap_or_else(|e| e.into_inner()).note(now.into_std(), step.note());
+                }
                 match step {
                     Step::LatencyOn => {
                         gw.set_fault(Fault::Latency(LATENCY));
@@ -484,6 +523,13 @@ async fn run(gw: &Gateway, config: Config, args: &DemoArgs, seed: u64) -> Result
                 }
             }
             _ = publish_tick.tick(), if publishing => ledger.publish(gw, start.elapsed()),
+            _ = sample_tick.tick(), if story.is_some() => {
+                let acked = handle.stats().heartbeats_acked;
+                if let Some(s) = &story {
+                    let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+                    s.sample(std::time::Instant::now(), acked, handle.last_rtt());
+                }
+            }
             _ = status_tick.tick() => {
                 let s = handle.stats();
                 let delivered = received.lock().map(|r| r.counts.len()).unwrap_or(0);
@@ -523,6 +569,14 @@ async fn run(gw: &Gateway, config: Config, args: &DemoArgs, seed: u64) -> Result
     let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), watcher).await;
     console.lock().unwrap_or_else(|e| e.into_inner()).finish();
+    if let (Some(path), Some(s)) = (&args.plot, &story) {
+        let title =
+            format!("genesys-keepalive demo, seed {seed}: RTT per heartbeat, state, events");
+        let s = s.lock().unwrap_or_else(|e| e.into_inner());
+        s.write_svg(path, &title, (start + elapsed).into_std())
+            .map_err(|e| Failure::internal(format!("cannot write {}: {e}", path.display())))?;
+        console_event(&console, &format!("plot written to {}", path.display()));
+    }
 
     let received = received.lock().unwrap_or_else(|e| e.into_inner());
     let timeline = timeline.lock().unwrap_or_else(|e| e.into_inner());

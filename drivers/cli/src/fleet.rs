@@ -31,6 +31,10 @@ use crate::shard::Shard;
 
 #[derive(Debug, Clone, Args)]
 pub struct FleetArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464), one `connection` label per
+    /// member
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The fleet file (TOML): optional [defaults], one [[connection]] per organisation
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
@@ -68,6 +72,9 @@ pub struct FleetOptions {
 
 pub fn main(args: FleetArgs) -> Result<u8, Failure> {
     let members = load(&args.config, args.shard, &ProcessEnv)?;
+    if let Some(addr) = args.metrics_addr {
+        crate::metrics_export::serve(addr)?;
+    }
     match args.shard {
         Some(shard) => tracing::info!(
             "shard {shard}: {} connection(s) of {}",

@@ -8,6 +8,7 @@ use genesys_keepalive_driver_common::Error;
 use rustls_pki_types::CertificateDer;
 
 use crate::failure::Failure;
+use crate::plot::Recorder;
 use crate::settings::{self, DriverKind, ProcessEnv, RunArgs};
 
 /// What a driver run ended with (a terminal failure before that is a [`Failure`]).
@@ -26,6 +27,8 @@ pub struct RunOptions {
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// `None`: only the final stats line.
     pub stats_interval: Option<Duration>,
+    /// `--plot FILE`: the SVG written at exit.
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// A driver: runs the connection until a signal or a stop, printing JSON lines.
@@ -44,11 +47,15 @@ pub fn main(args: RunArgs) -> Result<u8, Failure> {
         Some(path) => load_roots(path)?,
         None => Vec::new(),
     };
+    if let Some(addr) = args.metrics_addr {
+        crate::metrics_export::serve(addr)?;
+    }
     let options = RunOptions {
         seed: args.seed,
         extra_roots,
         stats_interval: (args.stats_interval_ms > 0)
             .then(|| Duration::from_millis(args.stats_interval_ms)),
+        plot: args.plot.clone(),
     };
     let run = driver(args.driver)?;
     match run(config, options)? {
@@ -112,9 +119,10 @@ mod tokio_driver {
     use genesys_keepalive_tokio::{RecvError, Reports};
     use tokio::time::{Instant, Interval};
 
-    use super::{connect_failed, stopped_stats, Outcome, RunOptions};
+    use super::{connect_failed, finish_plot, stopped_stats, Outcome, RunOptions};
     use crate::failure::Failure;
     use crate::output;
+    use crate::plot::Recorder;
     use crate::signals::Shutdown;
 
     pub fn run(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
@@ -161,6 +169,7 @@ mod tokio_driver {
     async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
         let mut signals = Shutdown::install()
             .map_err(|e| Failure::internal(format!("cannot install signal handlers: {e}")))?;
+        let started = std::time::Instant::now();
         let options = Options {
             seed: opts.seed,
             extra_root_certs: opts.extra_roots,
@@ -184,6 +193,9 @@ mod tokio_driver {
         };
 
         let mut reports = handle.reports();
+        let plot = opts
+            .plot
+            .map(|path| Recorder::start(handle.clone(), started, path));
         let mut ticker = opts.stats_interval.map(|d| {
             let mut t = tokio::time::interval_at(Instant::now() + d, d);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,6 +216,7 @@ mod tokio_driver {
                     };
                     drain(&mut reports).await;
                     output::emit_stats(&stats, true);
+                    finish_plot(plot)?;
                     return Ok(Outcome::Shutdown);
                 }
                 r = reports.recv(), if reports_open => match r {
@@ -222,6 +235,15 @@ mod tokio_driver {
         let stats = handle.shutdown().await; // waits for the task to end
         drain(&mut reports).await;
         output::emit_stats(&stats, true);
+        finish_plot(plot)?;
         Ok(Outcome::Stopped(reason))
+    }
+}
+
+/// Writes `--plot`'s SVG, if asked for.
+fn finish_plot(plot: Option<Recorder>) -> Result<(), Failure> {
+    match plot {
+        Some(p) => p.finish("genesys-keepalive run: RTT per heartbeat, state, events"),
+        None => Ok(()),
     }
 }

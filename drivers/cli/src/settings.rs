@@ -87,6 +87,12 @@ pub struct RunArgs {
     /// Print a `stats` line this often (0: only the final one)
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub stats_interval_ms: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); README lists them
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Write an SVG picture of the connection's story to FILE at exit (RTT, state bands, events)
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 
     /// Heartbeat interval while STABLE; DEGRADED and RECONNECTING get 1/2 and 1/4 of it, and min-interval is
     /// lowered to 1/4 of it if it was higher

@@ -49,6 +49,9 @@ pub trait Runtime: Send + Unpin + 'static {
     /// A resettable timer.
     type Timer: Send + Unpin + 'static;
 
+    /// The runtime's name, the `driver` label of its metrics.
+    const NAME: &'static str = "custom";
+
     /// Opens a WebSocket to `url` with the core's `headers` (TCP, TLS, handshake).
     fn connect(
         &self,
@@ -91,6 +94,9 @@ pub struct Connection<R: Runtime> {
     notify: bool,
     /// A handshake completed since `ready` was last checked (the machine may still ignore it).
     opened: bool,
+    /// The connection's metric handles (registered once; fed when the task goes back to sleep).
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::ConnMetrics>,
 }
 
 struct Sock<W> {
@@ -131,7 +137,30 @@ impl<R: Runtime> Connection<R> {
             local: Vec::new(),
             notify: false,
             opened: false,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
+    }
+
+    /// Publishes the connection's metrics through `metrics` (registered now, with these labels).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn set_metrics(&mut self, metrics: crate::metrics::ConnMetrics) {
+        self.metrics = Some(metrics);
+    }
+
+    /// Publishes what changed to the metrics, if any (nothing without the `metrics` feature).
+    fn sync_metrics(&mut self, inner: &Inner) {
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &mut self.metrics {
+            let open = self
+                .sockets
+                .iter()
+                .filter(|s| matches!(s.io, Io::Open(_)))
+                .count();
+            m.sync(&inner.machine, open);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = inner;
     }
 
     /// Performs every queued action (and the events performing them produced).
@@ -205,11 +234,19 @@ impl<R: Runtime> Connection<R> {
             }
             Action::Alert(alert) => {
                 trace_alert(&alert);
+                #[cfg(feature = "metrics")]
+                if let Some(m) = &self.metrics {
+                    m.alert(alert.event);
+                }
                 self.notify |= inner.report(Report::Alert(alert));
             }
             Action::Deliver(notification) => inner.deliver(notification),
             Action::Gap(gap) => {
                 tracing::warn!(target: "genesys_keepalive", from = %gap.from_iso8601(), to = %gap.to_iso8601(), reason = %gap.reason, "notifications may have been missed");
+                #[cfg(feature = "metrics")]
+                if let Some(m) = &self.metrics {
+                    m.gap(&gap);
+                }
                 self.notify |= inner.report(Report::Gap(gap));
             }
             Action::StateChanged { from, to } => {
@@ -312,6 +349,7 @@ impl<R: Runtime> Future for Connection<R> {
             if inner.machine.is_finished() {
                 this.sockets.clear();
                 this.http.clear();
+                this.sync_metrics(&inner);
                 inner.set_finished();
                 drop(inner);
                 shared.publish();
@@ -320,6 +358,7 @@ impl<R: Runtime> Future for Connection<R> {
             let mut progressed = this.poll_io(&mut inner, cx) > 0;
             progressed |= this.poll_deadline(&mut inner, cx);
             if !progressed {
+                this.sync_metrics(&inner);
                 drop(inner);
                 if std::mem::take(&mut this.notify) {
                     shared.publish();
@@ -328,6 +367,7 @@ impl<R: Runtime> Future for Connection<R> {
             }
         }
         // Busy: let the executor run others, and come back.
+        this.sync_metrics(&inner);
         drop(inner);
         if std::mem::take(&mut this.notify) {
             shared.publish();

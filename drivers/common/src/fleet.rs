@@ -95,6 +95,8 @@ impl<R: Runtime + Clone> Fleet<R> {
         let mut options = self.options.clone();
         options.spawner = None;
         options.seed = options.seed.map(|s| s ^ fnv1a64(name.as_bytes()));
+        // The member's name is its metrics' `connection` label.
+        options.name = name.to_string();
         let (task, handle, notifications) =
             crate::start(config, &options, self.rt.clone(), self.user_agent).map_err(|error| {
                 AddError::Start {

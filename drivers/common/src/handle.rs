@@ -530,6 +530,11 @@ impl Handle {
         self.shared().lock().machine.stats()
     }
 
+    /// The RTT of the most recent answered heartbeat on the current socket (cheap: no copy of the window).
+    pub fn last_rtt(&self) -> Option<std::time::Duration> {
+        self.shared().lock().machine.last_rtt()
+    }
+
     /// A view of the state that can wait for each change.
     pub fn watch_state(&self) -> StateWatch {
         let seen = self.shared().lock().state_version;

@@ -16,6 +16,8 @@ pub mod conn;
 pub mod fleet;
 pub mod handle;
 pub mod http;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod socket;
 pub mod tls;
 
@@ -111,6 +113,8 @@ pub struct Options {
     pub reports_capacity: usize,
     /// How the connection's task is spawned; `None`: the runtime's default (see [`Spawner`]).
     pub spawner: Option<Spawner>,
+    /// The connection's name: the `connection` label of its metrics (feature `metrics`). Default `default`.
+    pub name: String,
 }
 
 impl Default for Options {
@@ -120,6 +124,7 @@ impl Default for Options {
             extra_root_certs: Vec::new(),
             reports_capacity: 1024,
             spawner: None,
+            name: "default".to_owned(),
         }
     }
 }
@@ -140,6 +145,12 @@ impl Options {
     /// Sets [`Options::reports_capacity`].
     pub fn reports_capacity(mut self, capacity: usize) -> Self {
         self.reports_capacity = capacity;
+        self
+    }
+
+    /// Sets [`Options::name`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
         self
     }
 
@@ -165,15 +176,17 @@ pub fn start<R: Runtime>(
     let tls = tls::shared_client_config(&options.extra_root_certs)?;
     let client = http::LazyClient::new(tls.clone(), config.allow_insecure, user_agent);
     let ctx = socket::SocketContext::new(tls, config.max_inbound_bytes);
+    #[cfg(feature = "metrics")]
+    let metrics = metrics::ConnMetrics::new(&options.name, config.profile, R::NAME);
     let seed = options.seed.unwrap_or_else(random_seed);
     let machine = KeepAliveMachine::new(config, Instant::now(), SystemTime::now(), seed)?;
     let shared = Shared::new(machine, options.reports_capacity);
     let (handle, notifications) = Handle::new(shared.clone());
-    Ok((
-        Connection::new(rt, shared, ctx, client),
-        handle,
-        notifications,
-    ))
+    #[allow(unused_mut)]
+    let mut conn = Connection::new(rt, shared, ctx, client);
+    #[cfg(feature = "metrics")]
+    conn.set_metrics(metrics);
+    Ok((conn, handle, notifications))
 }
 
 /// A seed for the machine's PRNG when the caller gave none: from the OS-seeded hasher and the clock.

@@ -8,6 +8,16 @@
 //!
 //! It prints live heap bytes and live allocations per connection once the RTT windows are full, and the
 //! allocations per heartbeat round in the steady state. BENCHMARKS.md explains each byte.
+//!
+//! With `--features metrics` every connection also publishes its metrics, to a recorder installed first:
+//! `METRICS_RECORDER=atomic` (the default: plain atomics, so that only the driver's own work is counted) or
+//! `METRICS_RECORDER=prometheus` (`metrics-exporter-prometheus`'s recorder, with the CLI's buckets, nobody
+//! scraping):
+//!
+//! ```text
+//! cargo test --release -p genesys-keepalive-tokio --features metrics --bench memory -- --nocapture
+//! METRICS_RECORDER=prometheus cargo test --release -p genesys-keepalive-tokio --features metrics --bench memory -- --nocapture
+//! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -124,9 +134,71 @@ fn config(url: &str) -> Config {
         .expect("config")
 }
 
+/// Installs the recorder `METRICS_RECORDER` names, before anything is counted; returns its name.
+#[cfg(feature = "metrics")]
+fn install_recorder() -> &'static str {
+    use genesys_keepalive_driver_common::metrics::histogram_bounds;
+    if std::env::var("METRICS_RECORDER").as_deref() == Ok("prometheus") {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                &histogram_bounds(),
+            )
+            .expect("buckets")
+            .build_recorder();
+        metrics::set_global_recorder(recorder).expect("one recorder");
+        "metrics-exporter-prometheus (not scraped)"
+    } else {
+        metrics::set_global_recorder(atomic::Atomic).expect("one recorder");
+        "atomic counters"
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+fn install_recorder() -> &'static str {
+    "none (feature metrics off)"
+}
+
+/// A recorder of plain atomics: what any recorder must at least do, and nothing an exporter adds.
+#[cfg(feature = "metrics")]
+mod atomic {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+
+    use metrics::{
+        Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString,
+        Unit,
+    };
+
+    pub struct Atomic;
+
+    struct Hist(AtomicU64);
+    impl HistogramFn for Hist {
+        fn record(&self, _value: f64) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    impl Recorder for Atomic {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(Arc::new(AtomicU64::new(0)))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(Arc::new(AtomicU64::new(0)))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(Arc::new(Hist(AtomicU64::new(0))))
+        }
+    }
+}
+
 #[test]
 fn heap_per_connection() {
     const N: usize = 500;
+    let recorder = install_recorder();
     let url = start_server();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -157,7 +229,8 @@ fn heap_per_connection() {
         let rounds1: u64 = conns.iter().map(|(h, _)| h.stats().heartbeats_acked).sum();
         let acked = conns.iter().filter(|(h, _)| h.stats().rtt_samples >= 100).count();
         println!(
-            "tokio driver, keepalive-frame over ws://, {N} connections, RTT windows full on {acked}:"
+            "tokio driver, keepalive-frame over ws://, {N} connections, RTT windows full on {acked}; \
+             metrics recorder: {recorder}:"
         );
         println!(
             "  live heap per connection: {} bytes in {:.1} allocations",

@@ -36,8 +36,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every audit entry and alert is also a [`tracing`] event with target `genesys_keepalive` (audits at
+//! Every audit entry and alert is also a `tracing` event with target `genesys_keepalive` (audits at
 //! `INFO`, successful sends at `DEBUG`, alerts at `WARN`); the core keeps credentials out of them.
+//!
+//! With the cargo feature `metrics`, every connection publishes counters, gauges and histograms through
+//! the `metrics` facade (labels `connection` = [`Options::name`], `profile`, `driver`); install any recorder
+//! to export them. The list is in `genesys_keepalive_driver_common::metrics` and the README.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -115,6 +119,7 @@ pub struct Tokio;
 impl Runtime for Tokio {
     type Ws = WebSocketStream<Box<dyn ByteStream>>;
     type Timer = Pin<Box<tokio::time::Sleep>>;
+    const NAME: &'static str = "tokio";
 
     fn connect(
         &self,

@@ -167,6 +167,7 @@ impl DriverUnderTest for FuturesDriver {
                     .collect(),
                 reports_capacity: 1 << 16,
                 spawner,
+                ..Options::default()
             };
             match genesys_keepalive_async_std::connect_with(config, options).await {
                 Ok((handle, notifications)) => {

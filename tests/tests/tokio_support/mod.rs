@@ -138,6 +138,7 @@ impl DriverUnderTest for Tokio {
                     .collect(),
                 reports_capacity: 1 << 16,
                 spawner: None,
+                ..Options::default()
             };
             match genesys_keepalive_tokio::connect_with(config, options).await {
                 Ok((handle, notifications)) => {

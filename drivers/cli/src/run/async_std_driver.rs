@@ -7,9 +7,10 @@ use futures_lite::{future, StreamExt};
 use genesys_keepalive::{Config, Notification};
 use genesys_keepalive_async_std::{Options, RecvError, Report, Reports};
 
-use super::{connect_failed, stopped_stats, Outcome, RunOptions};
+use super::{connect_failed, finish_plot, stopped_stats, Outcome, RunOptions};
 use crate::failure::Failure;
 use crate::output;
+use crate::plot::Recorder;
 
 pub fn run(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
     async_std::task::block_on(session(config, opts))
@@ -88,6 +89,7 @@ enum Wake {
 async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
     let mut signals = Shutdown::install()
         .map_err(|e| Failure::internal(format!("cannot install signal handlers: {e}")))?;
+    let started = Instant::now();
     let options = Options {
         seed: opts.seed,
         extra_root_certs: opts.extra_roots,
@@ -109,6 +111,9 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
         };
 
     let mut reports = handle.reports();
+    let plot = opts
+        .plot
+        .map(|path| Recorder::start(handle.clone(), started, path));
     let every = opts.stats_interval;
     let mut next_tick = every.map(|d| Instant::now() + d);
     let mut reports_open = true;
@@ -145,6 +150,7 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
                 .await;
                 drain(&mut reports).await;
                 output::emit_stats(&stats, true);
+                finish_plot(plot)?;
                 return Ok(Outcome::Shutdown);
             }
             Wake::Report(Ok(report)) => output::emit_report(report),
@@ -161,5 +167,6 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
     let stats = handle.shutdown().await; // waits for the task to end
     drain(&mut reports).await;
     output::emit_stats(&stats, true);
+    finish_plot(plot)?;
     Ok(Outcome::Stopped(reason))
 }
