@@ -59,7 +59,23 @@ impl Publisher {
     }
 }
 
-fn gaps_of(c: &mut Client) -> Vec<Gap> {
+/// Stops the publisher, reads what is still coming (up to its last notification, at most 2 s), and
+/// returns what was published, the gaps reported and the trace.
+async fn finish<D: DriverUnderTest + ?Sized>(
+    d: &D,
+    c: &mut Client,
+    publisher: Publisher,
+    seen: &mut BTreeMap<u64, u32>,
+) -> (Vec<(u64, SystemTime)>, Vec<Gap>, String) {
+    let published = publisher.finish();
+    let last = published.last().map(|(s, _)| *s).unwrap_or(0);
+    c.collect_seqs(d, Duration::from_secs(2), |s| s.contains_key(&last), seen)
+        .await;
+    (published, gaps_of(c), c.trace())
+}
+
+/// The gaps the client reported so far.
+pub(crate) fn gaps_of(c: &mut Client) -> Vec<Gap> {
     c.reports()
         .iter()
         .filter_map(|r| match r {
@@ -166,17 +182,7 @@ pub async fn gap_reports<D: DriverUnderTest + ?Sized>(d: &D) {
     c.collect_seqs(d, Duration::from_millis(500), |_| false, &mut seen)
         .await;
 
-    let published = publisher.finish();
-    let last = published.last().map(|(s, _)| *s).unwrap_or(0);
-    c.collect_seqs(
-        d,
-        Duration::from_secs(2),
-        |s| s.contains_key(&last),
-        &mut seen,
-    )
-    .await;
-    let gaps = gaps_of(&mut c);
-    let trace = c.trace();
+    let (published, gaps, trace) = finish(d, &mut c, publisher, &mut seen).await;
     let reasons: Vec<GapReason> = gaps.iter().map(|g| g.reason).collect();
     assert_eq!(
         reasons,
@@ -229,17 +235,7 @@ pub async fn no_gap_without_loss<D: DriverUnderTest + ?Sized>(d: &D) {
         c.collect_seqs(d, Duration::from_millis(2000), |_| false, &mut seen)
             .await;
     }
-    let published = publisher.finish();
-    let last = published.last().map(|(s, _)| *s).unwrap_or(0);
-    c.collect_seqs(
-        d,
-        Duration::from_secs(2),
-        |s| s.contains_key(&last),
-        &mut seen,
-    )
-    .await;
-    let gaps = gaps_of(&mut c);
-    let trace = c.trace();
+    let (published, gaps, trace) = finish(d, &mut c, publisher, &mut seen).await;
     assert!(
         gaps.is_empty(),
         "[{}] gaps {gaps:?}\ntrace:\n{trace}",

@@ -14,8 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use genesys_keepalive::{AuditEvent, Config, Gap, State};
+use genesys_keepalive::{AuditEvent, Config, State};
 
+use crate::gap_scenarios::gaps_of;
 use crate::gateway::Gateway;
 use crate::scenarios::{
     self, assert_exactly_once, config, connect_ok, gateway, shutdown_and_check, ClientReport,
@@ -335,17 +336,6 @@ async fn recovered<D: DriverUnderTest + ?Sized>(
         );
     }
     start.elapsed()
-}
-
-/// The gaps the client reported.
-fn gaps_of(c: &mut scenarios::Client) -> Vec<Gap> {
-    c.reports()
-        .iter()
-        .filter_map(|r| match r {
-            ClientReport::Gap(g) => Some(g.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A gap's ends are stamped by the client, a publish time by the test: this much slack between them.

@@ -291,7 +291,7 @@ impl Checker {
             reconnect_at: None,
             retry_after_hint: None,
             delivered: VecDeque::new(),
-            last_counters: counters(&machine.stats()),
+            last_counters: counters(machine.counters()),
             wall: machine.wall_clock(),
             recent_gaps: VecDeque::new(),
             ever_open: false,
@@ -906,7 +906,7 @@ impl Checker {
                 );
             }
         }
-        let now = counters(&machine.stats());
+        let now = counters(machine.counters());
         for ((name, before), (_, after)) in self.last_counters.iter().zip(now.iter()) {
             if after < before {
                 return self.fail(
