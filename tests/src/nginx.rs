@@ -222,6 +222,14 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // Stop through the master, so that it takes its workers with it (a SIGKILL to the master alone
+            // leaves them running, orphaned); kill it only if it has not gone within 5 s.
+            if self.signal("stop").is_ok() {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
