@@ -16,10 +16,7 @@ impl Rng {
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix64(self.state)
     }
 
     /// A value in `0..=max`, uniform up to a bias below 2^-64 per draw.
@@ -57,6 +54,30 @@ impl Rng {
             b & 0xFFFF_FFFF_FFFF
         )
     }
+}
+
+/// SplitMix64's finalizer: a fixed bijective mix of 64 bits.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// 64-bit FNV-1a's offset basis.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a of `bytes`, continuing from `h` (start from [`FNV_OFFSET`]): a fixed hash that never
+/// changes between Rust versions or runs.
+///
+/// ```
+/// use genesys_keepalive::rng::{fnv1a64, FNV_OFFSET};
+/// assert_eq!(fnv1a64(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+/// assert_eq!(fnv1a64(fnv1a64(FNV_OFFSET, b"a"), b"b"), fnv1a64(FNV_OFFSET, b"ab"));
+/// ```
+pub fn fnv1a64(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::event::{Action, AlertEvent, AlertMetrics, AuditEvent, Notification};
 use crate::frames::{self, Inbound as Frame};
 use crate::gap::GapReason;
 use crate::ids::SocketId;
+use crate::rng::{fnv1a64, FNV_OFFSET};
 use crate::timers::Timer;
 
 /// The inbound side's own fields: the deduplication window.
@@ -141,7 +142,10 @@ impl KeepAliveMachine {
     /// Rollover overlap: the same notification may come on the old and the new socket. Its key is
     /// `metadata.CorrelationId`, or the whole frame when there is none.
     fn first_sighting(&mut self, correlation_id: &Option<String>, raw: &str) -> bool {
-        let key = fnv1a(correlation_id.as_deref().unwrap_or(raw).as_bytes());
+        let key = fnv1a64(
+            FNV_OFFSET,
+            correlation_id.as_deref().unwrap_or(raw).as_bytes(),
+        );
         let d = &mut self.inbound;
         if d.dedup_set.contains(&key) {
             return false;
@@ -167,14 +171,4 @@ impl KeepAliveMachine {
         );
         self.begin_rollover();
     }
-}
-
-/// FNV-1a 64: the key for dropping duplicate notifications.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }

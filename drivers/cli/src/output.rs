@@ -46,13 +46,24 @@ pub fn emit_raw(line: &str) {
 /// Prints a report of the connection as its JSON line: audit entries, alerts, state changes and gaps (the
 /// stop is the caller's to print, with its exit code).
 pub fn emit_report(report: Report) {
-    match report {
-        Report::Audit(entry) => emit("audit", &entry),
-        Report::Alert(alert) => emit("alert", &alert),
-        Report::State { from, to } => emit_state(from, to),
-        Report::Gap(gap) => emit("gap", &GapLine::from(&gap)),
-        Report::Stopped(reason) => tracing::info!(%reason, "the keep-alive machine stopped"),
+    match (report_line(&report), report) {
+        (Some((_, line)), _) => emit_raw(&line),
+        (None, Report::Stopped(reason)) => {
+            tracing::info!(%reason, "the keep-alive machine stopped")
+        }
+        (None, _) => {}
     }
+}
+
+/// A report's kind and JSON line; `None` for the stop (each command prints it its own way).
+pub fn report_line(report: &Report) -> Option<(&'static str, String)> {
+    Some(match report {
+        Report::Audit(entry) => ("audit", json_line("audit", entry)),
+        Report::Alert(alert) => ("alert", json_line("alert", alert)),
+        Report::State { from, to } => ("state", state_line(*from, *to)),
+        Report::Gap(gap) => ("gap", json_line("gap", &GapLine::from(gap))),
+        Report::Stopped(_) => return None,
+    })
 }
 
 /// `{"kind":"gap","from":…,"to":…,"duration_ms":…,"reason":…,"topics":[…]}`: re-read state for this window.
@@ -85,11 +96,6 @@ struct StateLine {
 }
 
 /// `{"kind":"state","state":…,"from":…,"timestamp":…}`
-pub fn emit_state(from: State, to: State) {
-    emit_raw(&state_line(from, to));
-}
-
-/// The line [`emit_state`] writes.
 pub fn state_line(from: State, to: State) -> String {
     json_line(
         "state",

@@ -13,6 +13,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use genesys_keepalive::rng::{fnv1a64, mix64, FNV_OFFSET};
+
 /// This process's shard: `index` of `count` (0 ≤ index < count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -48,28 +50,11 @@ impl fmt::Display for Shard {
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME))
-}
-
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// The rendezvous weight of `name` for shard `i` (see the module documentation).
 pub fn weight(name: &str, i: u64) -> u64 {
-    let h = fnv1a(FNV_OFFSET, name.as_bytes());
-    let h = fnv1a(h, &[0]);
-    mix(fnv1a(h, &i.to_le_bytes()))
+    let h = fnv1a64(FNV_OFFSET, name.as_bytes());
+    let h = fnv1a64(h, &[0]);
+    mix64(fnv1a64(h, &i.to_le_bytes()))
 }
 
 /// The shard (0-based) that `name` falls to among `count` (at least 1).
@@ -99,7 +84,7 @@ mod tests {
     #[test]
     fn the_hash_is_fixed() {
         // FNV-1a-64 of "a" is the published test vector 0xaf63dc4c8601ec8c.
-        assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
         // The assignments below were computed once from the documented formula (by an independent Python
         // implementation of it); they must never change
         // (every replica of a fleet, built by any Rust version, must agree).

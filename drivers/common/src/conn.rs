@@ -327,7 +327,7 @@ impl<R: Runtime> Connection<R> {
     fn check_ready(&mut self, inner: &mut Inner) {
         if std::mem::take(&mut self.opened)
             && !inner.is_ready()
-            && inner.machine.stats().connections_opened > 0
+            && inner.machine.counters().connections_opened > 0
         {
             inner.set_ready(Ok(()));
             self.notify = true;

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures_core::Stream;
+use genesys_keepalive::rng::{fnv1a64, FNV_OFFSET};
 use genesys_keepalive::{Config, Notification, State, Stats, StopReason};
 
 use crate::{Error, Handle, Notifications, Options, Report, Reports, Runtime, Spawner};
@@ -94,7 +95,9 @@ impl<R: Runtime + Clone> Fleet<R> {
         }
         let mut options = self.options.clone();
         options.spawner = None;
-        options.seed = options.seed.map(|s| s ^ fnv1a64(name.as_bytes()));
+        options.seed = options
+            .seed
+            .map(|s| s ^ fnv1a64(FNV_OFFSET, name.as_bytes()));
         // The member's name is its metrics' `connection` label.
         options.name = name.to_string();
         let (task, handle, notifications) =
@@ -207,17 +210,6 @@ impl<R: Runtime + Clone> Drop for Fleet<R> {
         self.notes.close();
         self.reports.close();
     }
-}
-
-/// 64-bit FNV-1a (offset basis 0xcbf29ce484222325, prime 0x100000001b3): a fixed hash that never changes
-/// between Rust versions or runs.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// The merged notifications of a [`Fleet`]: a [`Stream`] of `(name, notification)`.

@@ -267,16 +267,12 @@ fn add_failed(e: AddError) -> Failure {
 /// Prints `report`; a stop on the connection's own account prints the stopped line and, when it was the
 /// last running one, returns the fleet's failure (the first stopped connection's code).
 fn on_report(book: &mut Book, name: &Arc<str>, report: Report) -> Option<Failure> {
-    let line = match report {
-        Report::Audit(entry) => json_line("audit", &entry),
-        Report::Alert(alert) => json_line("alert", &alert),
-        Report::State { from, to } => output::state_line(from, to),
-        Report::Gap(gap) => json_line("gap", &output::GapLine::from(&gap)),
-        Report::Stopped(StopReason::Shutdown) => return None,
-        Report::Stopped(reason) => return on_stopped(book, name, &reason),
-    };
-    let kind = line_kind(&line);
-    book.line(&with_connection(&line, kind, name));
+    match (&report, output::report_line(&report)) {
+        (_, Some((kind, line))) => book.line(&with_connection(&line, kind, name)),
+        (Report::Stopped(StopReason::Shutdown), None) => {}
+        (Report::Stopped(reason), None) => return on_stopped(book, name, reason),
+        _ => {}
+    }
     None
 }
 
@@ -306,12 +302,6 @@ fn on_stopped(book: &mut Book, name: &Arc<str>, reason: &StopReason) -> Option<F
 }
 
 /// The `kind` of a line built by [`json_line`].
-fn line_kind(line: &str) -> &str {
-    line.strip_prefix("{\"kind\":\"")
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or("")
-}
-
 fn print_note(book: &mut Book, name: &str, n: &Notification) {
     let line = output::notification_line(&n.raw, &n.topic_name);
     book.line(&with_connection(&line, "notification", name));
