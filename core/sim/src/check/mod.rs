@@ -19,6 +19,8 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use sockets::{Phase, Sock, Sockets};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,7 @@ pub use crate::is_heartbeat;
 pub use harness::*;
 
 mod harness;
+mod sockets;
 #[cfg(test)]
 mod tests;
 
@@ -115,43 +118,6 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// `Connect` emitted; not yet reported opened or finished.
-    Pending,
-    /// Reported `Opened`.
-    Open,
-    /// Reported `ConnectFailed` or `Closed`.
-    Done,
-}
-
-#[derive(Debug, Clone)]
-struct Sock {
-    phase: Phase,
-    machine_closed: bool,
-    /// The machine emitted `Discard`: it has let go of the socket.
-    discarded: bool,
-    last_heartbeat: Option<Instant>,
-    in_flight: Option<FrameId>,
-    /// Opened, last inbound frame (for the idle deadline).
-    last_inbound: Instant,
-    /// Opened, last heartbeat or last write report (for the heartbeat cadence).
-    last_send_activity: Instant,
-    /// When it was reported opened.
-    opened_at: Option<Instant>,
-}
-
-impl Sock {
-    fn live(&self) -> bool {
-        !self.machine_closed && self.phase != Phase::Done
-    }
-
-    /// Closed by the machine and still waiting for its end (within the machine's linger deadline).
-    fn lingering(&self) -> bool {
-        self.machine_closed && !self.discarded && self.phase != Phase::Done
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Req {
     sent_at: Instant,
@@ -231,7 +197,7 @@ pub struct Checker {
     now: Instant,
     stopped: bool,
     state: State,
-    sockets: BTreeMap<SocketId, Sock>,
+    sockets: Sockets,
     frames_seen: HashSet<FrameId>,
     requests: BTreeMap<RequestId, Req>,
     requests_seen: HashSet<RequestId>,
@@ -282,7 +248,7 @@ impl Checker {
             now,
             stopped: false,
             state: machine.state(),
-            sockets: BTreeMap::new(),
+            sockets: Sockets::default(),
             frames_seen: HashSet::new(),
             requests: BTreeMap::new(),
             requests_seen: HashSet::new(),
@@ -315,24 +281,8 @@ impl Checker {
 
     /// The open sockets the machine has not closed, but for rollovers' old sockets while they are
     /// drained: each for at most `drain_bound` after the next socket opened.
-    fn open_undrained(&self) -> Vec<SocketId> {
-        let open = self.live(Phase::Open);
-        let next_opened = |id: SocketId| {
-            self.sockets
-                .range(id..)
-                .skip(1)
-                .find_map(|(_, s)| s.opened_at)
-        };
-        open.into_iter()
-            .filter(|id| next_opened(*id).is_none_or(|t| self.now > t + self.drain_bound))
-            .collect()
-    }
-
-    /// The sockets in `phase` that the machine has not closed.
-    fn live(&self, phase: Phase) -> Vec<SocketId> {
-        let sockets = self.sockets.iter();
-        let live = sockets.filter(|(_, s)| s.live() && s.phase == phase);
-        live.map(|(id, _)| *id).collect()
+    fn open_undrained(&self) -> impl Iterator<Item = SocketId> + '_ {
+        self.sockets.open_undrained(self.now, self.drain_bound)
     }
 
     fn fail(&self, invariant: Invariant, message: impl Into<String>) -> Result<(), Violation> {
@@ -352,49 +302,55 @@ impl Checker {
         match event {
             Event::Opened { socket } => {
                 let now = self.now;
-                if let Some(s) = self.sockets.get_mut(socket) {
-                    if s.phase == Phase::Pending {
+                let opened = self.sockets.update(socket, |s| {
+                    let pending = s.phase == Phase::Pending;
+                    if pending {
                         s.phase = Phase::Open;
-                        self.ever_open = true;
                         s.last_inbound = now;
                         s.last_send_activity = now;
                         s.opened_at = Some(now);
                     }
+                    pending
+                });
+                if opened == Some(true) {
+                    self.ever_open = true;
                 }
             }
             Event::FrameReceived { socket, .. } | Event::BinaryReceived { socket, .. } => {
                 let now = self.now;
-                if let Some(s) = self.sockets.get_mut(socket) {
-                    s.last_inbound = now;
-                }
+                self.sockets.update(socket, |s| s.last_inbound = now);
             }
             Event::ConnectFailed {
                 socket,
                 retry_after,
                 ..
             } => {
-                if let Some(s) = self.sockets.get_mut(socket) {
-                    if s.phase == Phase::Pending {
+                let failed = self.sockets.update(socket, |s| {
+                    let pending = s.phase == Phase::Pending;
+                    if pending {
                         s.phase = Phase::Done;
                         s.in_flight = None;
-                        self.retry_after_hint = *retry_after;
                     }
+                    pending
+                });
+                if failed == Some(true) {
+                    self.retry_after_hint = *retry_after;
                 }
             }
             Event::Closed { socket, .. } => {
-                if let Some(s) = self.sockets.get_mut(socket) {
+                self.sockets.update(socket, |s| {
                     s.phase = Phase::Done;
                     s.in_flight = None;
-                }
+                });
             }
             Event::SendCompleted { socket, frame } | Event::SendFailed { socket, frame, .. } => {
                 let now = self.now;
-                if let Some(s) = self.sockets.get_mut(socket) {
+                self.sockets.update(socket, |s| {
                     if s.in_flight == Some(*frame) {
                         s.in_flight = None;
                         s.last_send_activity = now;
                     }
-                }
+                });
             }
             Event::HttpResponse(resp) => self.on_response(resp),
             Event::HttpFailed { request, .. } => {
@@ -486,15 +442,18 @@ impl Checker {
         }
         match action {
             Action::Discard { socket } => {
-                let Some(s) = self.sockets.get_mut(socket) else {
+                let before = self.sockets.update(socket, |s| {
+                    let before = (s.machine_closed, s.discarded);
+                    s.discarded = true;
+                    s.in_flight = None;
+                    before
+                });
+                let Some((closed, discarded)) = before else {
                     return self.fail(
                         Invariant::SocketLifecycle,
                         format!("Discard {socket}, which was never connected"),
                     );
                 };
-                let (closed, discarded) = (s.machine_closed, s.discarded);
-                s.discarded = true;
-                s.in_flight = None;
                 if !closed || discarded {
                     return self.fail(
                         Invariant::SocketLifecycle,
@@ -507,14 +466,16 @@ impl Checker {
             Action::Connect {
                 socket, headers, ..
             } => {
-                if self.sockets.contains_key(socket) {
+                if self.sockets.contains(socket) {
                     return self.fail(
                         Invariant::SocketLifecycle,
                         format!("Connect reuses {socket}"),
                     );
                 }
-                let (pending, open) = (self.live(Phase::Pending), self.open_undrained());
-                if !pending.is_empty() || open.len() > 1 {
+                let pending = self.sockets.live(Phase::Pending).next().is_some();
+                if pending || self.open_undrained().nth(1).is_some() {
+                    let pending: Vec<_> = self.sockets.live(Phase::Pending).collect();
+                    let open: Vec<_> = self.open_undrained().collect();
                     return self.fail(
                         Invariant::OneConnectAttempt,
                         format!(
@@ -523,20 +484,7 @@ impl Checker {
                     );
                 }
                 self.check_bearer(headers, &format!("Connect {socket}"))?;
-                let now = self.now;
-                self.sockets.insert(
-                    *socket,
-                    Sock {
-                        phase: Phase::Pending,
-                        machine_closed: false,
-                        discarded: false,
-                        last_heartbeat: None,
-                        in_flight: None,
-                        last_inbound: now,
-                        last_send_activity: now,
-                        opened_at: None,
-                    },
-                );
+                self.sockets.insert(*socket, Sock::pending(self.now));
             }
             Action::SendFrame {
                 socket,
@@ -590,12 +538,14 @@ impl Checker {
                         }
                     }
                 }
-                let s = self.sockets.get_mut(socket).expect("checked above");
-                s.in_flight = Some(*frame);
-                s.last_send_activity = now;
-                if is_heartbeat(text) {
-                    s.last_heartbeat = Some(now);
-                }
+                let heartbeat = is_heartbeat(text);
+                self.sockets.update(socket, |s| {
+                    s.in_flight = Some(*frame);
+                    s.last_send_activity = now;
+                    if heartbeat {
+                        s.last_heartbeat = Some(now);
+                    }
+                });
             }
             Action::Close {
                 socket,
@@ -618,19 +568,21 @@ impl Checker {
                         ),
                     );
                 }
-                let Some(s) = self.sockets.get_mut(socket) else {
+                // A first Close marks the socket closed; a second one changes nothing (and fails).
+                let Some(again) = self.sockets.update(socket, |s| {
+                    std::mem::replace(&mut s.machine_closed, true)
+                }) else {
                     return self.fail(
                         Invariant::SocketLifecycle,
                         format!("Close {socket}, which was never connected"),
                     );
                 };
-                if s.machine_closed {
+                if again {
                     return self.fail(
                         Invariant::SocketLifecycle,
                         format!("second Close for {socket} (code {code}, reason {reason:?})"),
                     );
                 }
-                s.machine_closed = true;
             }
             Action::Http(req) => self.on_request(req)?,
             Action::ReconnectAfter(d) => {
@@ -821,7 +773,7 @@ impl Checker {
                     "the machine is stopped but emitted no Stopped",
                 );
             }
-            let lingering = self.sockets.iter().find(|(_, s)| s.lingering());
+            let lingering = self.sockets.playing().find(|(_, s)| s.lingering());
             if deadline.is_some() && lingering.is_none() {
                 return self.fail(
                     Invariant::AfterStopped,
@@ -838,7 +790,7 @@ impl Checker {
                     );
                 }
             }
-            if let Some((id, _)) = self.sockets.iter().find(|(_, s)| s.live()) {
+            if let Some((id, _)) = self.sockets.playing().find(|(_, s)| s.live()) {
                 return self.fail(
                     Invariant::SocketLifecycle,
                     format!("stopped, but {id} was never closed"),
@@ -871,14 +823,17 @@ impl Checker {
                 ),
             );
         }
-        let (pending, open) = (self.live(Phase::Pending), self.open_undrained());
-        if pending.len() > 1 || open.len() > 1 {
+        self.sockets.debug_check();
+        let pending = self.sockets.live(Phase::Pending).nth(1).is_some();
+        if pending || self.open_undrained().nth(1).is_some() {
+            let pending: Vec<_> = self.sockets.live(Phase::Pending).collect();
+            let open: Vec<_> = self.open_undrained().collect();
             return self.fail(
                 Invariant::OneConnectAttempt,
                 format!("after handle: pending {pending:?}, open and not closed {open:?}"),
             );
         }
-        for (id, s) in &self.sockets {
+        for (id, s) in self.sockets.playing() {
             if !(s.live() && s.phase == Phase::Open) {
                 continue;
             }

@@ -1,0 +1,154 @@
+//! The checker's book of sockets: every socket the machine ever asked for (fresh ids, late events and
+//! actions on old sockets are judged against it), and the few still in play, which are all the
+//! per-`handle` scans need to look at.
+//!
+//! A socket leaves play for good once it is `Done` (reported closed or failed) or closed *and* discarded
+//! by the machine: it can never again be live (not closed by the machine, not done) nor lingering (closed
+//! by the machine, not discarded, not done), since nothing resets `Done`, `machine_closed` or
+//! `discarded`. So scanning the sockets in play, with the same predicates, finds exactly what a scan of
+//! every socket would, in the same (id) order, at a cost that does not grow with the week.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use genesys_keepalive::{FrameId, SocketId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// `Connect` emitted; not yet reported opened or finished.
+    Pending,
+    /// Reported `Opened`.
+    Open,
+    /// Reported `ConnectFailed` or `Closed`.
+    Done,
+}
+
+/// What the checker knows of one socket.
+#[derive(Debug, Clone)]
+pub(super) struct Sock {
+    pub(super) phase: Phase,
+    pub(super) machine_closed: bool,
+    /// The machine emitted `Discard`: it has let go of the socket.
+    pub(super) discarded: bool,
+    pub(super) last_heartbeat: Option<Instant>,
+    pub(super) in_flight: Option<FrameId>,
+    /// Opened, last inbound frame (for the idle deadline).
+    pub(super) last_inbound: Instant,
+    /// Opened, last heartbeat or last write report (for the heartbeat cadence).
+    pub(super) last_send_activity: Instant,
+    /// When it was reported opened.
+    pub(super) opened_at: Option<Instant>,
+}
+
+impl Sock {
+    /// A socket the machine just asked for (`Connect`) at `now`.
+    pub(super) fn pending(now: Instant) -> Self {
+        Sock {
+            phase: Phase::Pending,
+            machine_closed: false,
+            discarded: false,
+            last_heartbeat: None,
+            in_flight: None,
+            last_inbound: now,
+            last_send_activity: now,
+            opened_at: None,
+        }
+    }
+
+    /// Not closed by the machine and not reported finished.
+    pub(super) fn live(&self) -> bool {
+        !self.machine_closed && self.phase != Phase::Done
+    }
+
+    /// Closed by the machine and still waiting for its end (within the machine's linger deadline).
+    pub(super) fn lingering(&self) -> bool {
+        self.machine_closed && !self.discarded && self.phase != Phase::Done
+    }
+
+    /// Can still be live or lingering (once false, false for good).
+    fn in_play(&self) -> bool {
+        self.live() || self.lingering()
+    }
+}
+
+/// Every socket seen, and the ones still in play.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Sockets {
+    all: BTreeMap<SocketId, Sock>,
+    /// The ids in `all` whose socket is in play ([`Sock::live`] or [`Sock::lingering`]).
+    in_play: BTreeSet<SocketId>,
+}
+
+impl Sockets {
+    /// True if `id` was ever connected.
+    pub(super) fn contains(&self, id: &SocketId) -> bool {
+        self.all.contains_key(id)
+    }
+
+    /// A new socket (its id must be fresh).
+    pub(super) fn insert(&mut self, id: SocketId, sock: Sock) {
+        if sock.in_play() {
+            self.in_play.insert(id);
+        }
+        self.all.insert(id, sock);
+    }
+
+    /// The socket `id`, in play or not.
+    pub(super) fn get(&self, id: &SocketId) -> Option<&Sock> {
+        self.all.get(id)
+    }
+
+    /// Changes socket `id` with `f` (if it was ever connected) and takes it out of play if it left.
+    pub(super) fn update<R>(&mut self, id: &SocketId, f: impl FnOnce(&mut Sock) -> R) -> Option<R> {
+        let s = self.all.get_mut(id)?;
+        let r = f(s);
+        if !s.in_play() {
+            self.in_play.remove(id);
+        }
+        Some(r)
+    }
+
+    /// The sockets in play, by id: every socket that is live or lingering is among them.
+    pub(super) fn playing(&self) -> impl Iterator<Item = (SocketId, &Sock)> + '_ {
+        self.in_play.iter().map(|id| (*id, &self.all[id]))
+    }
+
+    /// The live sockets in `phase`, by id.
+    pub(super) fn live(&self, phase: Phase) -> impl Iterator<Item = SocketId> + '_ {
+        self.playing()
+            .filter(move |(_, s)| s.live() && s.phase == phase)
+            .map(|(id, _)| id)
+    }
+
+    /// The open sockets the machine has not closed, but for rollovers' old sockets while they are
+    /// drained: each for at most `drain_bound` after the next socket (by id, in play or not) opened.
+    pub(super) fn open_undrained(
+        &self,
+        now: Instant,
+        drain_bound: Duration,
+    ) -> impl Iterator<Item = SocketId> + '_ {
+        let next_opened = |id: SocketId| {
+            self.all
+                .range(id..)
+                .skip(1)
+                .find_map(|(_, s)| s.opened_at)
+        };
+        self.live(Phase::Open)
+            .filter(move |id| next_opened(*id).is_none_or(|t| now > t + drain_bound))
+    }
+
+    /// Checks that the sockets in play are exactly those a scan of every socket finds live or lingering
+    /// (debug builds: the checker's own tests and the short simulations verify the bookkeeping).
+    pub(super) fn debug_check(&self) {
+        if cfg!(debug_assertions) {
+            let scanned: BTreeSet<SocketId> = (self.all.iter())
+                .filter(|(_, s)| s.in_play())
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(
+                scanned, self.in_play,
+                "the checker's sockets in play drifted"
+            );
+        }
+    }
+}
