@@ -2,10 +2,11 @@
 //! machine reported, so that a run can check that every notification it did not deliver lies inside a
 //! reported [`Gap`].
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use genesys_keepalive::Gap;
+
+use crate::hash::FastMap;
 
 /// Publish times and reported windows, on the simulator's clock.
 #[derive(Debug, Default)]
@@ -44,7 +45,7 @@ impl GapLedger {
     /// socket opens or the machine stops.
     pub(crate) fn outside(
         &self,
-        delivered: &HashMap<u64, u32>,
+        delivered: &FastMap<u64, u32>,
         horizon: Instant,
         stopped_at: Option<Instant>,
     ) -> u64 {

@@ -43,9 +43,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod agenda;
 pub mod check;
 mod gaps;
 pub mod genesys;
+mod hash;
 mod simulator;
 
 pub use simulator::{

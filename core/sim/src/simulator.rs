@@ -22,8 +22,7 @@
 //! gateway that discards pings); notifications are not (TCP does not lose frames, it delays them). A
 //! blackholed socket drops everything in both directions and never reports a close.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use genesys_keepalive::frames::PING_FRAME;
@@ -33,9 +32,11 @@ use genesys_keepalive::{
     KeepAliveMachine, Method, ProfileKind, RequestId, Secret, SocketId, State, Stats, StopReason,
 };
 
+use crate::agenda::Agenda;
 use crate::check::{Checker, Violation};
 use crate::gaps::GapLedger;
 use crate::genesys::{self, Endpoint};
+use crate::hash::{FastMap, FastSet};
 use crate::{describe_event, is_heartbeat};
 
 /// A scripted change to the network or the gateway.
@@ -330,13 +331,11 @@ struct Sim<'a> {
     start: Instant,
     now: Instant,
     rng: Rng,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    items: HashMap<u64, Item>,
-    next_item: u64,
+    agenda: Agenda<Item>,
     machine: KeepAliveMachine,
     trace: Vec<TraceEntry>,
     // gateway
-    tokens: HashMap<String, Instant>,
+    tokens: FastMap<String, Instant>,
     token_serial: u64,
     channels: BTreeMap<String, HashSet<String>>,
     channel_serial: u64,
@@ -346,13 +345,13 @@ struct Sim<'a> {
     spike_latency: Duration,
     // accounting
     published: u64,
-    expected: HashMap<u64, Instant>,
-    delivered: HashMap<u64, u32>,
+    expected: FastMap<u64, Instant>,
+    delivered: FastMap<u64, u32>,
     summary: Summary,
     blackhole_started: Vec<Instant>,
-    last_heartbeat: HashMap<SocketId, Instant>,
+    last_heartbeat: FastMap<SocketId, Instant>,
     /// Sockets the machine discarded: like a driver, the simulator drops what was still on its way.
-    discarded: HashSet<SocketId>,
+    discarded: FastSet<SocketId>,
     // faults on the client's clock and the token endpoint
     /// The client is frozen until then ([`Fault::Suspend`]).
     frozen_until: Option<Instant>,
@@ -412,12 +411,10 @@ pub fn run(scenario: &Scenario, start: Instant) -> SimReport {
         start,
         now: start,
         rng: Rng::new(scenario.seed ^ 0x0005_eed0_f5e7),
-        queue: BinaryHeap::new(),
-        items: HashMap::new(),
-        next_item: 0,
+        agenda: Agenda::default(),
         machine,
         trace: Vec::new(),
-        tokens: HashMap::new(),
+        tokens: FastMap::default(),
         token_serial: 0,
         channels: BTreeMap::new(),
         channel_serial: 0,
@@ -426,12 +423,12 @@ pub fn run(scenario: &Scenario, start: Instant) -> SimReport {
         latency_override: None,
         spike_latency: Duration::ZERO,
         published: 0,
-        expected: HashMap::new(),
-        delivered: HashMap::new(),
+        expected: FastMap::default(),
+        delivered: FastMap::default(),
         summary: Summary::default(),
         blackhole_started: Vec::new(),
-        last_heartbeat: HashMap::new(),
-        discarded: HashSet::new(),
+        last_heartbeat: FastMap::default(),
+        discarded: FastSet::default(),
         frozen_until: None,
         stale_by: Duration::ZERO,
         stale_left: 0,
@@ -462,9 +459,7 @@ impl Sim<'_> {
     }
 
     fn schedule(&mut self, at: Instant, item: Item) {
-        self.next_item += 1;
-        self.queue.push(Reverse((at, self.next_item)));
-        self.items.insert(self.next_item, item);
+        self.agenda.push(at, item);
     }
 
     fn one_way(&mut self) -> Duration {
@@ -500,7 +495,7 @@ impl Sim<'_> {
             if self.violation.is_some() {
                 break;
             }
-            let next_item = self.queue.peek().map(|Reverse((t, _))| *t);
+            let next_item = self.agenda.next_due();
             let mut next_timer = self.machine.poll_timeout();
             if let Some(until) = self.frozen_until {
                 // A frozen client's timers fire when it wakes up.
@@ -517,15 +512,14 @@ impl Sim<'_> {
             }
             self.now = next.max(self.now);
             if next_item == Some(next) {
-                let Reverse((_, id)) = self.queue.pop().expect("peeked");
-                let item = self.items.remove(&id).expect("scheduled");
+                let item = self.agenda.pop().expect("peeked");
                 self.process(item);
             } else {
                 self.feed(Event::Tick);
             }
             if self.machine.is_stopped() && self.summary.stopped.is_some() {
                 // Let the closes land, then end.
-                if self.queue.is_empty() {
+                if self.agenda.is_empty() {
                     break;
                 }
             }
