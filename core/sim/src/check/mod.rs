@@ -18,9 +18,12 @@
 //! assert!(h.machine().is_stopped());
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use sockets::{Phase, Sock, Sockets};
+use window::Window;
+
+use crate::hash::{FastMap, FastSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -36,6 +39,7 @@ pub use harness::*;
 
 mod harness;
 mod sockets;
+mod window;
 #[cfg(test)]
 mod tests;
 
@@ -125,41 +129,51 @@ struct Req {
     token: bool,
 }
 
-/// The counters of [`Stats`] (gauges left out), by name.
-fn counters(s: &Stats) -> [(&'static str, u64); 30] {
-    [
-        ("heartbeats_sent", s.heartbeats_sent),
-        ("heartbeats_acked", s.heartbeats_acked),
-        ("heartbeats_lost", s.heartbeats_lost),
-        ("acks_unmatched", s.acks_unmatched),
-        ("server_heartbeats", s.server_heartbeats),
-        ("frames_received", s.frames_received),
-        ("bytes_received", s.bytes_received),
-        ("frames_sent", s.frames_sent),
-        ("send_failures", s.send_failures),
-        ("validation_failures", s.validation_failures),
-        ("invalid_utf8", s.invalid_utf8),
-        ("non_json", s.non_json),
-        ("wrong_shape", s.wrong_shape),
-        ("unknown_topics", s.unknown_topics),
-        ("oversized_frames", s.oversized_frames),
-        ("unexpected_events", s.unexpected_events),
-        ("clock_regressions", s.clock_regressions),
-        ("notifications_delivered", s.notifications_delivered),
-        ("duplicates_dropped", s.duplicates_dropped),
-        ("connect_attempts", s.connect_attempts),
-        ("connections_opened", s.connections_opened),
-        ("reconnects", s.reconnects),
-        ("dead_peers", s.dead_peers),
-        ("rollovers", s.rollovers),
-        ("token_refreshes", s.token_refreshes),
-        ("http_requests", s.http_requests),
-        ("http_retries", s.http_retries),
-        ("alerts", s.alerts),
-        ("gaps", s.gaps),
-        ("gap_ms", s.gap_ms),
-    ]
+/// The counters of [`Stats`] (gauges left out): their names, and a function reading their values in that
+/// order (values only, so that the per-handle comparison copies 30 integers, not 30 named pairs).
+macro_rules! counters {
+    ($($name:ident),* $(,)?) => {
+        const COUNTER_NAMES: [&str; 30] = [$(stringify!($name)),*];
+
+        /// The values of the counters named by `COUNTER_NAMES`, in that order.
+        fn counters(s: &Stats) -> [u64; 30] {
+            [$(s.$name),*]
+        }
+    };
 }
+
+counters!(
+    heartbeats_sent,
+    heartbeats_acked,
+    heartbeats_lost,
+    acks_unmatched,
+    server_heartbeats,
+    frames_received,
+    bytes_received,
+    frames_sent,
+    send_failures,
+    validation_failures,
+    invalid_utf8,
+    non_json,
+    wrong_shape,
+    unknown_topics,
+    oversized_frames,
+    unexpected_events,
+    clock_regressions,
+    notifications_delivered,
+    duplicates_dropped,
+    connect_attempts,
+    connections_opened,
+    reconnects,
+    dead_peers,
+    rollovers,
+    token_refreshes,
+    http_requests,
+    http_retries,
+    alerts,
+    gaps,
+    gap_ms,
+);
 
 /// The bearer token of an `Authorization` header, if any.
 fn bearer(headers: &Headers) -> Option<&str> {
@@ -198,19 +212,19 @@ pub struct Checker {
     stopped: bool,
     state: State,
     sockets: Sockets,
-    frames_seen: HashSet<FrameId>,
+    frames_seen: FastSet<FrameId>,
     requests: BTreeMap<RequestId, Req>,
-    requests_seen: HashSet<RequestId>,
+    requests_seen: FastSet<RequestId>,
     /// Every token issued to the machine, with its expiry (`None`: no `expires_in`).
-    tokens: HashMap<String, Option<Instant>>,
+    tokens: FastMap<String, Option<Instant>>,
     /// `ReconnectAfter`s so far: an upper bound on the machine's attempt counter.
     reconnects: u32,
     /// When the announced reconnect attempt may start, until it does.
     reconnect_at: Option<(Instant, Duration)>,
     /// The `Retry-After` of the handshake refusal being handled, if any.
     retry_after_hint: Option<Duration>,
-    delivered: VecDeque<String>,
-    last_counters: [(&'static str, u64); 30],
+    delivered: Window,
+    last_counters: [u64; 30],
     /// The machine's clock anchor, to read gap reports' wall-clock ends.
     wall: genesys_keepalive::time::WallClock,
     /// How long a rollover's old socket may stay open after the new one opened (its drain).
@@ -249,14 +263,14 @@ impl Checker {
             stopped: false,
             state: machine.state(),
             sockets: Sockets::default(),
-            frames_seen: HashSet::new(),
+            frames_seen: FastSet::default(),
             requests: BTreeMap::new(),
-            requests_seen: HashSet::new(),
-            tokens: HashMap::new(),
+            requests_seen: FastSet::default(),
+            tokens: FastMap::default(),
             reconnects: 0,
             reconnect_at: None,
             retry_after_hint: None,
-            delivered: VecDeque::new(),
+            delivered: Window::default(),
             last_counters: counters(machine.counters()),
             wall: machine.wall_clock(),
             recent_gaps: VecDeque::new(),
@@ -661,10 +675,7 @@ impl Checker {
                         ),
                     );
                 }
-                self.delivered.push_back(key);
-                while self.delivered.len() > self.dedup_window {
-                    self.delivered.pop_front();
-                }
+                self.delivered.push(key, self.dedup_window);
             }
             Action::Deliver(_) => {}
             Action::Gap(gap) => self.check_gap(gap)?,
@@ -862,7 +873,8 @@ impl Checker {
             }
         }
         let now = counters(machine.counters());
-        for ((name, before), (_, after)) in self.last_counters.iter().zip(now.iter()) {
+        let pairs = self.last_counters.iter().zip(now.iter());
+        for (name, (before, after)) in COUNTER_NAMES.iter().zip(pairs) {
             if after < before {
                 return self.fail(
                     Invariant::StatsDecrease,

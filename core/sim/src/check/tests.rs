@@ -158,9 +158,11 @@ fn flags_past_deadline_and_decreasing_stats() {
     c.drain(&mut m).unwrap();
     c.after_handle(&m).unwrap();
     let mut dec = c.clone();
-    dec.last_counters[0].1 = 999;
+    dec.last_counters[0] = 999;
     let v = dec.after_handle(&m).unwrap_err();
     assert_eq!(v.invariant, Invariant::StatsDecrease, "{v}");
+    // The message names the counter that went down.
+    assert!(v.message.contains("stats.heartbeats_sent went from 999"), "{v}");
     // The checker's clock is an hour ahead of a machine that was never told: its deadline is past.
     c.event(now + Duration::from_secs(3_600), &Event::Tick)
         .unwrap();
