@@ -6,9 +6,11 @@
 //! by the machine: it can never again be live (not closed by the machine, not done) nor lingering (closed
 //! by the machine, not discarded, not done), since nothing resets `Done`, `machine_closed` or
 //! `discarded`. So scanning the sockets in play, with the same predicates, finds exactly what a scan of
-//! every socket would, in the same (id) order, at a cost that does not grow with the week.
+//! every socket would, in the same (id) order, at a cost that does not grow with the week. The sockets in
+//! play are kept apart (a short vector, by id) and a socket that leaves play moves to the retired map.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::time::{Duration, Instant};
 
 use genesys_keepalive::{FrameId, SocketId};
@@ -71,46 +73,57 @@ impl Sock {
     }
 }
 
-/// Every socket seen, and the ones still in play.
+/// Every socket seen: the few in play inline (the per-event lookups and scans touch only them), the rest
+/// retired in a map.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Sockets {
-    all: BTreeMap<SocketId, Sock>,
-    /// The ids in `all` whose socket is in play ([`Sock::live`] or [`Sock::lingering`]).
-    in_play: BTreeSet<SocketId>,
+    /// The sockets in play ([`Sock::live`] or [`Sock::lingering`]), by id.
+    in_play: Vec<(SocketId, Sock)>,
+    /// Every other socket ever connected.
+    retired: BTreeMap<SocketId, Sock>,
 }
 
 impl Sockets {
     /// True if `id` was ever connected.
     pub(super) fn contains(&self, id: &SocketId) -> bool {
-        self.all.contains_key(id)
+        self.get(id).is_some()
     }
 
     /// A new socket (its id must be fresh).
     pub(super) fn insert(&mut self, id: SocketId, sock: Sock) {
         if sock.in_play() {
-            self.in_play.insert(id);
+            let at = self.in_play.partition_point(|(other, _)| *other < id);
+            self.in_play.insert(at, (id, sock));
+        } else {
+            self.retired.insert(id, sock);
         }
-        self.all.insert(id, sock);
     }
 
     /// The socket `id`, in play or not.
     pub(super) fn get(&self, id: &SocketId) -> Option<&Sock> {
-        self.all.get(id)
+        match self.in_play.iter().find(|(other, _)| other == id) {
+            Some((_, s)) => Some(s),
+            None => self.retired.get(id),
+        }
     }
 
-    /// Changes socket `id` with `f` (if it was ever connected) and takes it out of play if it left.
+    /// Changes socket `id` with `f` (if it was ever connected) and retires it if it left play.
     pub(super) fn update<R>(&mut self, id: &SocketId, f: impl FnOnce(&mut Sock) -> R) -> Option<R> {
-        let s = self.all.get_mut(id)?;
-        let r = f(s);
-        if !s.in_play() {
-            self.in_play.remove(id);
+        let Some(at) = self.in_play.iter().position(|(other, _)| other == id) else {
+            // Retired for good: whatever changes, it stays out of play.
+            return self.retired.get_mut(id).map(f);
+        };
+        let r = f(&mut self.in_play[at].1);
+        if !self.in_play[at].1.in_play() {
+            let (id, s) = self.in_play.remove(at);
+            self.retired.insert(id, s);
         }
         Some(r)
     }
 
     /// The sockets in play, by id: every socket that is live or lingering is among them.
     pub(super) fn playing(&self) -> impl Iterator<Item = (SocketId, &Sock)> + '_ {
-        self.in_play.iter().map(|id| (*id, &self.all[id]))
+        self.in_play.iter().map(|(id, s)| (*id, s))
     }
 
     /// The live sockets in `phase`, by id.
@@ -120,6 +133,19 @@ impl Sockets {
             .map(|(id, _)| id)
     }
 
+    /// When the first socket after `id` (by id, in play or not) that was ever opened opened.
+    fn next_opened(&self, id: SocketId) -> Option<Instant> {
+        let playing = (self.in_play.iter())
+            .filter(|(other, _)| *other > id)
+            .find_map(|(other, s)| Some((*other, s.opened_at?)));
+        let retired = (self.retired.range((Excluded(id), Unbounded)))
+            .find_map(|(other, s)| Some((*other, s.opened_at?)));
+        match (playing, retired) {
+            (Some(a), Some(b)) => Some(a.min(b).1),
+            (a, b) => a.or(b).map(|(_, t)| t),
+        }
+    }
+
     /// The open sockets the machine has not closed, but for rollovers' old sockets while they are
     /// drained: each for at most `drain_bound` after the next socket (by id, in play or not) opened.
     pub(super) fn open_undrained(
@@ -127,26 +153,19 @@ impl Sockets {
         now: Instant,
         drain_bound: Duration,
     ) -> impl Iterator<Item = SocketId> + '_ {
-        let next_opened = |id: SocketId| {
-            self.all
-                .range(id..)
-                .skip(1)
-                .find_map(|(_, s)| s.opened_at)
-        };
         self.live(Phase::Open)
-            .filter(move |id| next_opened(*id).is_none_or(|t| now > t + drain_bound))
+            .filter(move |id| self.next_opened(*id).is_none_or(|t| now > t + drain_bound))
     }
 
-    /// Checks that the sockets in play are exactly those a scan of every socket finds live or lingering
-    /// (debug builds: the checker's own tests and the short simulations verify the bookkeeping).
+    /// Checks that the sockets in play are exactly those a scan of every socket finds live or lingering,
+    /// in id order (debug builds: the checker's own tests and the short simulations verify the books).
     pub(super) fn debug_check(&self) {
         if cfg!(debug_assertions) {
-            let scanned: BTreeSet<SocketId> = (self.all.iter())
-                .filter(|(_, s)| s.in_play())
-                .map(|(id, _)| *id)
-                .collect();
-            assert_eq!(
-                scanned, self.in_play,
+            assert!(
+                self.in_play.iter().all(|(_, s)| s.in_play())
+                    && self.in_play.windows(2).all(|w| w[0].0 < w[1].0)
+                    && self.retired.values().all(|s| !s.in_play())
+                    && self.in_play.iter().all(|(id, _)| !self.retired.contains_key(id)),
                 "the checker's sockets in play drifted"
             );
         }
