@@ -39,9 +39,9 @@ pub use harness::*;
 
 mod harness;
 mod sockets;
-mod window;
 #[cfg(test)]
 mod tests;
+mod window;
 
 /// The invariants a [`Checker`] enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -583,9 +583,10 @@ impl Checker {
                     );
                 }
                 // A first Close marks the socket closed; a second one changes nothing (and fails).
-                let Some(again) = self.sockets.update(socket, |s| {
-                    std::mem::replace(&mut s.machine_closed, true)
-                }) else {
+                let Some(again) = self
+                    .sockets
+                    .update(socket, |s| std::mem::replace(&mut s.machine_closed, true))
+                else {
                     return self.fail(
                         Invariant::SocketLifecycle,
                         format!("Close {socket}, which was never connected"),

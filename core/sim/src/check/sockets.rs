@@ -81,6 +81,8 @@ pub(super) struct Sockets {
     in_play: Vec<(SocketId, Sock)>,
     /// Every other socket ever connected.
     retired: BTreeMap<SocketId, Sock>,
+    /// The highest id in `retired`: no retired socket comes after a socket at or above it.
+    max_retired: Option<SocketId>,
 }
 
 impl Sockets {
@@ -95,7 +97,7 @@ impl Sockets {
             let at = self.in_play.partition_point(|(other, _)| *other < id);
             self.in_play.insert(at, (id, sock));
         } else {
-            self.retired.insert(id, sock);
+            self.retire(id, sock);
         }
     }
 
@@ -116,9 +118,14 @@ impl Sockets {
         let r = f(&mut self.in_play[at].1);
         if !self.in_play[at].1.in_play() {
             let (id, s) = self.in_play.remove(at);
-            self.retired.insert(id, s);
+            self.retire(id, s);
         }
         Some(r)
+    }
+
+    fn retire(&mut self, id: SocketId, sock: Sock) {
+        self.max_retired = self.max_retired.max(Some(id));
+        self.retired.insert(id, sock);
     }
 
     /// The sockets in play, by id: every socket that is live or lingering is among them.
@@ -138,8 +145,12 @@ impl Sockets {
         let playing = (self.in_play.iter())
             .filter(|(other, _)| *other > id)
             .find_map(|(other, s)| Some((*other, s.opened_at?)));
-        let retired = (self.retired.range((Excluded(id), Unbounded)))
-            .find_map(|(other, s)| Some((*other, s.opened_at?)));
+        // Usually `id` is the newest socket but failed attempts: skip the map search when none is later.
+        let retired = match self.max_retired {
+            Some(max) if max > id => (self.retired.range((Excluded(id), Unbounded)))
+                .find_map(|(other, s)| Some((*other, s.opened_at?))),
+            _ => None,
+        };
         match (playing, retired) {
             (Some(a), Some(b)) => Some(a.min(b).1),
             (a, b) => a.or(b).map(|(_, t)| t),
@@ -165,7 +176,11 @@ impl Sockets {
                 self.in_play.iter().all(|(_, s)| s.in_play())
                     && self.in_play.windows(2).all(|w| w[0].0 < w[1].0)
                     && self.retired.values().all(|s| !s.in_play())
-                    && self.in_play.iter().all(|(id, _)| !self.retired.contains_key(id)),
+                    && self
+                        .in_play
+                        .iter()
+                        .all(|(id, _)| !self.retired.contains_key(id))
+                    && self.max_retired == self.retired.keys().next_back().copied(),
                 "the checker's sockets in play drifted"
             );
         }

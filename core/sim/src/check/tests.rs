@@ -162,7 +162,10 @@ fn flags_past_deadline_and_decreasing_stats() {
     let v = dec.after_handle(&m).unwrap_err();
     assert_eq!(v.invariant, Invariant::StatsDecrease, "{v}");
     // The message names the counter that went down.
-    assert!(v.message.contains("stats.heartbeats_sent went from 999"), "{v}");
+    assert!(
+        v.message.contains("stats.heartbeats_sent went from 999"),
+        "{v}"
+    );
     // The checker's clock is an hour ahead of a machine that was never told: its deadline is past.
     c.event(now + Duration::from_secs(3_600), &Event::Tick)
         .unwrap();
