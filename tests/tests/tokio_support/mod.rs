@@ -17,6 +17,23 @@ use genesys_keepalive_testkit::scenarios::{
 use genesys_keepalive_tokio::{CertificateDer, Error, Handle, Options, Report};
 
 static LOGS: Mutex<String> = Mutex::new(String::new());
+/// False: lines are checked for the secret as they are written but not kept ([`stop_keeping_logs`]).
+static KEEP_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Writes that held the client secret (checked whether or not lines are kept).
+static SECRET_WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Stops keeping tracing lines in memory: a soak's worth of them is the largest, ever-growing thing in a
+/// process whose RSS the soak measures. Every line is still checked for the client secret as it is written.
+#[allow(dead_code)]
+pub fn stop_keeping_logs() {
+    KEEP_LOGS.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many tracing writes held the client secret so far (0, or a credential leaked into the logs).
+#[allow(dead_code)]
+pub fn secret_writes() -> usize {
+    SECRET_WRITES.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Appends every formatted tracing line to [`LOGS`] (and to stderr with `E2E_LOG=1`).
 struct Capture;
@@ -27,9 +44,14 @@ impl Write for Capture {
         if std::env::var_os("E2E_LOG").is_some() {
             eprint!("{text}");
         }
-        LOGS.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_str(&text);
+        if text.contains(genesys_keepalive_testkit::scenarios::SECRET) {
+            SECRET_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if KEEP_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+            LOGS.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(&text);
+        }
         Ok(buf.len())
     }
 
