@@ -53,6 +53,13 @@ pub struct GatewayConfig {
     pub max_channels: usize,
     /// Maximum topics per channel (Genesys: 1,000); more in one request is a 400.
     pub max_topics_per_channel: usize,
+    /// How long a channel lives after it was last used (created, subscribed to, connected to); Genesys:
+    /// 24 hours. A channel past it with no socket on it is forgotten (its id then answers 404), so that a
+    /// long run's abandoned channels do not pile up. A channel with a socket open stays.
+    pub channel_lifetime: Duration,
+    /// The most [`GatewayStats::requests`] and close codes (overall and per client) kept; past it the
+    /// oldest tenth is forgotten. The counters are not bounded by it.
+    pub log_limit: usize,
 }
 
 impl Default for GatewayConfig {
@@ -68,6 +75,8 @@ impl Default for GatewayConfig {
             socket_closing_grace: Duration::from_secs(60),
             max_channels: 20,
             max_topics_per_channel: 1000,
+            channel_lifetime: Duration::from_secs(24 * 3600),
+            log_limit: 100_000,
         }
     }
 }
@@ -85,6 +94,8 @@ impl fmt::Debug for GatewayConfig {
             .field("socket_closing_grace", &self.socket_closing_grace)
             .field("max_channels", &self.max_channels)
             .field("max_topics_per_channel", &self.max_topics_per_channel)
+            .field("channel_lifetime", &self.channel_lifetime)
+            .field("log_limit", &self.log_limit)
             .finish()
     }
 }
@@ -219,7 +230,8 @@ pub struct GatewayStats {
     /// before the frame is written, so a client that has read a frame sees it counted.)
     pub notifications_sent: u64,
     /// Close frames received from clients, as `(code, reason)`; 1005 when the frame had no code.
-    /// Includes a client's echo of a close the gateway started.
+    /// Includes a client's echo of a close the gateway started. At most the last
+    /// [`GatewayConfig::log_limit`] or so.
     pub close_codes: Vec<(u16, String)>,
     /// Sockets closed by the gateway for idleness (1001 "idle timeout").
     pub idle_closes: u64,
@@ -240,7 +252,7 @@ pub struct GatewayStats {
     /// The `Retry-After` (seconds) of the last scripted answer that had one.
     pub last_http_retry_after_served: Option<u64>,
     /// Every request answered, in order (not the `/testkit/` control ones; at most the last
-    /// 100,000 or so).
+    /// [`GatewayConfig::log_limit`] or so).
     pub requests: Vec<RequestRecord>,
     /// What each OAuth client (by client id) did: the configured one and those of
     /// [`Gateway::add_client`]. A socket or channel belongs to the client whose token created the

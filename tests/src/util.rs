@@ -7,6 +7,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Pushes `item` onto a log that keeps about `limit` entries: at the limit the oldest tenth goes first.
+pub(crate) fn push_bounded<T>(log: &mut Vec<T>, limit: usize, item: T) {
+    let limit = limit.max(1);
+    if log.len() >= limit {
+        log.drain(..(limit / 10).max(1));
+    }
+    log.push(item);
+}
+
 /// An unpredictable 64-bit value (SipHash keyed by the process' random keys over a counter
 /// and the clock). Good enough for test tokens and ids; not a cryptographic generator.
 pub(crate) fn random_u64() -> u64 {

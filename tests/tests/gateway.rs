@@ -341,6 +341,44 @@ async fn twenty_first_channel_evicts_the_least_recently_used() {
 }
 
 #[tokio::test]
+async fn unused_channels_expire_after_their_lifetime_and_the_logs_stay_bounded() {
+    let gw = gateway(|c| {
+        c.channel_lifetime = Duration::from_millis(300);
+        c.log_limit = 20;
+    });
+    let client = http();
+    let base = gw.base_url();
+    let tok = token(&client, &base).await;
+    let (abandoned, _) = channel(&client, &base, &tok).await;
+    let (held, _) = channel(&client, &base, &tok).await;
+    let _ws = connect(&format!("ws://127.0.0.1:{}/channels/{held}", gw.port())).await;
+    wait_stats(&gw, |s| s.sockets_open_now == 1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Expiry is checked when a channel is created: the abandoned one goes, the one with a socket stays.
+    let (fresh, _) = channel(&client, &base, &tok).await;
+    let live = gw.channel_ids();
+    assert!(!live.contains(&abandoned), "{live:?}");
+    assert!(live.contains(&held) && live.contains(&fresh), "{live:?}");
+    let head = |id: String| {
+        let req = client.head(format!("{base}/api/v2/notifications/channels/{id}"));
+        let req = req.bearer_auth(&tok);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(head(abandoned.clone()).await, 404);
+    assert_eq!(head(held.clone()).await, 200);
+    assert_eq!(gw.stats().channels_evicted, 0, "expiry is not eviction");
+
+    // 40 more requests: the log keeps about the last 20 of them, the counters all.
+    for _ in 0..40 {
+        head(fresh.clone()).await;
+    }
+    let stats = gw.stats();
+    assert!(stats.requests.len() <= 20, "{}", stats.requests.len());
+    assert!(stats.requests.len() >= 18, "{}", stats.requests.len());
+    assert!(stats.requests.iter().all(|r| r.method == "HEAD"));
+}
+
+#[tokio::test]
 async fn several_clients_each_with_their_own_channels_and_counters() {
     let gw = gateway(|c| c.max_channels = 2);
     gw.add_client("org-a", "secret-a");

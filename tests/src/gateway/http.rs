@@ -1,6 +1,7 @@
 //! The gateway's HTTP side: accept loop, TLS, routing, REST endpoints, WebSocket handshakes
 //! and the `/testkit/` control endpoints.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,9 +34,6 @@ type Resp = Response<Full<Bytes>>;
 
 /// Request bodies above this are refused.
 const MAX_BODY: usize = 4 << 20;
-
-/// The request log keeps at most this many entries (the oldest go first).
-const MAX_LOGGED_REQUESTS: usize = 100_000;
 
 /// Accepts connections until `stop` flips (or its sender goes away).
 pub(super) async fn serve(
@@ -112,17 +110,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     tracing::debug!(%method, %path, status, "testkit gateway request");
     if !path.starts_with("/testkit/") {
         let at = shared.started.elapsed();
+        let limit = shared.config.log_limit;
         shared.update(|s| {
-            if s.stats.requests.len() >= MAX_LOGGED_REQUESTS {
-                // Keep memory bounded in long runs: forget the oldest tenth.
-                s.stats.requests.drain(..MAX_LOGGED_REQUESTS / 10);
-            }
-            s.stats.requests.push(RequestRecord {
-                method: method.to_string(),
-                path: path.clone(),
-                status,
-                at,
-            })
+            util::push_bounded(
+                &mut s.stats.requests,
+                limit,
+                RequestRecord {
+                    method: method.to_string(),
+                    path: path.clone(),
+                    status,
+                    at,
+                },
+            )
         });
     }
     resp
@@ -390,8 +389,19 @@ fn create_channel(shared: &Shared, req: Request<Incoming>) -> Resp {
     let id = format!("streaming-0-{}", util::random_hex(2));
     let max = shared.config.max_channels.max(1);
     let client = bearer_client(shared, req.headers());
+    let lifetime = shared.config.channel_lifetime;
     let (connect_base, evicted) = shared.update(|s| {
         let mut evicted = Vec::new();
+        // Channels past their lifetime with no socket on them expire.
+        let now = Instant::now();
+        let in_use: HashSet<&str> = s
+            .sockets
+            .values()
+            .filter_map(|e| e.channel.as_deref())
+            .collect();
+        s.channels.retain(|id, c| {
+            in_use.contains(id.as_str()) || now.saturating_duration_since(c.last_used) < lifetime
+        });
         // The limit is per client: one client's channels never evict another's.
         while s.channels.values().filter(|c| c.client == client).count() >= max {
             let lru = s

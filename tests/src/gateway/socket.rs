@@ -103,11 +103,12 @@ fn record_close(shared: &Shared, client: Option<&str>, frame: Option<&CloseFrame
         Some(f) => (u16::from(f.code), f.reason.to_string()),
         None => (1005, String::new()),
     };
+    let limit = shared.config.log_limit;
     shared.update(|s| {
         if let Some(c) = s.client_stats(client) {
-            c.close_codes.push(entry.clone());
+            util::push_bounded(&mut c.close_codes, limit, entry.clone());
         }
-        s.stats.close_codes.push(entry);
+        util::push_bounded(&mut s.stats.close_codes, limit, entry);
     });
 }
 
