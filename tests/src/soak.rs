@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::{self, StreamExt};
 use genesys_keepalive::rng::Rng;
-use genesys_keepalive::{Config, Gap, State};
+use genesys_keepalive::{Config, State};
 
 use crate::gateway::{Endpoint, Fault, Gateway, GatewayConfig, Scripted};
 use crate::proxy::{Proxy, ProxyMode};
@@ -42,6 +42,23 @@ pub struct SoakSpec {
     /// The clients' STABLE heartbeat interval (the e2e scenarios' 400 ms by default); the idle timeout
     /// keeps the scenarios' ratio (1.5 s per 400 ms).
     pub heartbeat: Duration,
+    /// What the test binary's allocator can tell and do, if it says (see [`AllocatorHooks`]).
+    pub allocator: Option<AllocatorHooks>,
+}
+
+/// The test binary's hooks into its allocator (the kit itself has no `unsafe` and no allocator of its own).
+///
+/// RSS counts what the allocator keeps from the system, not only what the program holds: this process also
+/// runs the gateway and the proxy, whose threads free what the clients' threads allocated and the reverse,
+/// and glibc keeps such freed pages in its arenas. With `release_free` (glibc's `malloc_trim(0)`) called
+/// just before both RSS readings, the two readings compare what the process uses; both untrimmed readings
+/// are reported too.
+#[derive(Debug, Clone, Copy)]
+pub struct AllocatorHooks {
+    /// Bytes the process's allocations hold right now, in KiB (a counting global allocator).
+    pub live_heap_kib: fn() -> u64,
+    /// Gives the allocator's free pages back to the system.
+    pub release_free: fn(),
 }
 
 impl SoakSpec {
@@ -65,6 +82,7 @@ impl SoakSpec {
             duration: Duration::from_secs(var("SOAK_SECS", 20)),
             seed: var("SOAK_SEED", 11),
             heartbeat: Duration::from_millis(var("SOAK_HEARTBEAT_MS", 400)),
+            allocator: None,
         }
     }
 }
@@ -123,6 +141,11 @@ fn gateway_config(port: u16) -> GatewayConfig {
         idle_timeout: Duration::ZERO,
         // One client id for every connection: no channel eviction.
         max_channels: 1_000_000,
+        // The gateway's own books stay small, so that the process's RSS is the clients': a channel a
+        // reconnected client left expires (no soak outage comes near 20 s), and the request and close
+        // logs (100,000 entries by default, about 20 MB at the soak's request rate) keep 2,000.
+        channel_lifetime: Duration::from_secs(20),
+        log_limit: 2_000,
         ..GatewayConfig::default()
     }
 }
@@ -135,6 +158,17 @@ pub fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// RSS as it is, RSS after the allocator gave its free pages back, and the live heap (KiB; without hooks the
+/// second is the first and the third 0).
+fn memory(spec: &SoakSpec) -> (u64, u64, u64) {
+    let untrimmed = rss_kib();
+    let Some(a) = spec.allocator else {
+        return (untrimmed, untrimmed, 0);
+    };
+    (a.release_free)();
+    (untrimmed, rss_kib(), (a.live_heap_kib)())
 }
 
 /// Open file descriptors of this process (Linux `/proc/self/fd`).
@@ -157,16 +191,32 @@ pub struct SoakFigures {
     pub dead_peers: u64,
     /// Gaps reported over all connections.
     pub gaps: u64,
-    /// RSS after warm-up and at the end, KiB.
+    /// RSS after warm-up (after the allocator gave its free pages back, with [`AllocatorHooks`]), KiB.
     pub rss_warm_kib: u64,
     /// RSS at the end, KiB.
     pub rss_end_kib: u64,
     /// Peak RSS seen, KiB.
     pub rss_peak_kib: u64,
+    /// RSS after warm-up before the allocator gave its free pages back (see [`AllocatorHooks`]), KiB.
+    pub rss_warm_untrimmed_kib: u64,
+    /// RSS at the end before the allocator gave its free pages back, KiB.
+    pub rss_end_untrimmed_kib: u64,
+    /// Live heap (see [`AllocatorHooks::live_heap_kib`]) when `rss_warm_kib` was read, KiB; 0 if not
+    /// counted.
+    pub heap_warm_kib: u64,
+    /// Live heap when `rss_end_kib` was read, KiB.
+    pub heap_end_kib: u64,
     /// Open fds before and after.
     pub fds_before: usize,
     /// Open fds after shutdown.
     pub fds_after: usize,
+    /// At the end (before shutdown): the proxy's open connections, the gateway's open sockets and its
+    /// channels, next to the clients' count: what the process holds for the other side.
+    pub proxy_open_end: u64,
+    /// The gateway's open sockets at the end.
+    pub gateway_sockets_end: u64,
+    /// The gateway's channels at the end.
+    pub gateway_channels_end: usize,
 }
 
 /// Applies a fault; returns how long its window lasts.
@@ -215,6 +265,10 @@ fn config_via(gw: &Gateway, proxy: &Proxy, spec: &SoakSpec) -> Config {
         .api_base(base.clone())
         .login_base(base)
         .max_reconnect_attempts(100_000)
+        // Filled within the warm-up (the default 1,024 would still be filling at the end: 5 notifications
+        // a second), so that what grows after it is growth, not a bounded window reaching its bound.
+        // A rollover's overlap repeats a handful of notifications; 64 covers it many times over.
+        .dedup_window(64)
         .build_unchecked()
 }
 
@@ -252,11 +306,16 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         .collect();
     let mut merged = stream::select_all(streams);
     // Deliveries per connection, by seq: one byte per publish, so the test's own books stay small next to
-    // the clients (RSS is measured for the whole process).
-    let mut seen: Vec<Seen> = vec![Seen::default(); spec.connections];
-    let mut expected: Vec<Vec<u64>> = vec![Vec::new(); spec.connections];
-    let mut gaps: Vec<Vec<Gap>> = vec![Vec::new(); spec.connections];
-    let mut published_at: Vec<SystemTime> = Vec::new();
+    // the clients (RSS is measured for the whole process). The books are allocated (and written) here, before warm-up, for every publish the run can make (at
+    // most one per 200 ms drain, plus the final batch): what RSS gains after warm-up is then not the test's.
+    let books = (spec.duration.as_millis() / 200) as usize + 64;
+    let mut seen: Vec<Seen> = vec![Seen::with_room(books); spec.connections];
+    // Owed deliveries, one byte per publish too; of each gap only its ends.
+    let mut expected: Vec<Seen> = vec![Seen::with_room(books); spec.connections];
+    let mut gaps: Vec<Vec<Window>> = (0..spec.connections)
+        .map(|_| Vec::with_capacity(32))
+        .collect();
+    let mut published_at: Vec<SystemTime> = Vec::with_capacity(books);
 
     let plan = schedule(&spec);
     let start = Instant::now();
@@ -269,7 +328,11 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         // Warm: every connection up, and the first fault (the gateway restart) recovered from.
         if !warm && t >= (spec.duration / 4).max(Duration::from_secs(9)) {
             warm = true;
-            fig.rss_warm_kib = rss_kib();
+            (
+                fig.rss_warm_untrimmed_kib,
+                fig.rss_warm_kib,
+                fig.heap_warm_kib,
+            ) = memory(&spec);
         }
         if let Some((f, until)) = active {
             if Instant::now() >= until {
@@ -294,7 +357,7 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         if healthy_now {
             for (i, c) in clients.iter().enumerate() {
                 if c.handle.state() == State::Stable {
-                    expected[i].push(seq);
+                    expected[i].add(seq);
                 }
             }
         }
@@ -320,23 +383,26 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         published_at.push(SystemTime::now());
         gw.publish(TOPIC, serde_json::json!({ "n": seq }));
         for e in &mut expected {
-            e.push(seq);
+            e.add(seq);
         }
     }
-    let want: usize = expected.iter().map(Vec::len).sum();
+    let want = expected.iter().map(Seen::total).sum::<u64>() as usize;
     let limit = Instant::now();
     while limit.elapsed() < Duration::from_secs(10) {
         let got = expected
             .iter()
             .zip(&seen)
-            .map(|(e, s)| e.iter().filter(|q| s.has(**q)).count())
+            .map(|(e, s)| e.owed_and_in(s))
             .sum::<usize>();
         if got >= want {
             break;
         }
         drain(d, &mut merged, &mut seen, Duration::from_millis(200)).await;
     }
-    fig.rss_end_kib = rss_kib();
+    (fig.rss_end_untrimmed_kib, fig.rss_end_kib, fig.heap_end_kib) = memory(&spec);
+    fig.proxy_open_end = proxy.stats().connections_open_now;
+    fig.gateway_sockets_end = gw.stats().sockets_open_now;
+    fig.gateway_channels_end = gw.channel_ids().len();
     keep_gaps(&clients, &mut gaps);
 
     // Assertions, per connection.
@@ -352,7 +418,9 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
         if !dup.is_empty() {
             problems.push(format!("connection {i} got duplicates {dup:?}"));
         }
-        let missing: Vec<_> = expected[i].iter().filter(|q| !seen[i].has(**q)).collect();
+        let missing: Vec<u64> = (1..=fig.published)
+            .filter(|q| expected[i].has(*q) && !seen[i].has(*q))
+            .collect();
         // Published after the connection first opened (before that it was owed nothing).
         let outside: Vec<u64> = (1..=fig.published)
             .filter(|q| !seen[i].has(*q))
@@ -361,7 +429,7 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
                 let t = published_at[*q as usize - 1];
                 !gaps[i]
                     .iter()
-                    .any(|g| g.from <= t + SLACK && t <= g.to + SLACK)
+                    .any(|(from, to)| *from <= t + SLACK && t <= *to + SLACK)
             })
             .collect();
         if !outside.is_empty() {
@@ -379,7 +447,7 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
             ));
         }
     }
-    fig.expected = expected.iter().map(|e| e.len() as u64).sum();
+    fig.expected = expected.iter().map(Seen::total).sum();
     fig.delivered = seen.iter().map(Seen::total).sum();
     for c in &clients {
         within(d, Duration::from_secs(10), c.handle.shutdown()).await;
@@ -434,6 +502,11 @@ pub async fn soak<D: DriverUnderTest + ?Sized>(d: &D, spec: SoakSpec) -> SoakFig
 struct Seen(Vec<u8>);
 
 impl Seen {
+    /// Room for seqs up to `n` without growing.
+    fn with_room(n: usize) -> Seen {
+        Seen(vec![0; n + 1])
+    }
+
     fn add(&mut self, seq: u64) {
         let i = seq as usize;
         if self.0.len() <= i {
@@ -451,19 +524,28 @@ impl Seen {
         dup.map(|(q, n)| (q, *n)).collect()
     }
 
+    /// How many seqs marked here are also in `other`.
+    fn owed_and_in(&self, other: &Seen) -> usize {
+        let marked = self.0.iter().enumerate().filter(|(_, n)| **n > 0);
+        marked.filter(|(q, _)| other.has(*q as u64)).count()
+    }
+
     fn total(&self) -> u64 {
         self.0.iter().map(|n| u64::from(*n)).sum()
     }
 }
 
+/// A reported gap's ends (its topics are the soak's one topic).
+type Window = (SystemTime, SystemTime);
+
 /// A gap's ends are stamped by the client, a publish time by the test: this much slack between them.
 const SLACK: Duration = Duration::from_millis(100);
 
 /// Takes every connection's reports, keeping the gaps.
-fn keep_gaps(clients: &[scenarios::Client], gaps: &mut [Vec<Gap>]) {
+fn keep_gaps(clients: &[scenarios::Client], gaps: &mut [Vec<Window>]) {
     for (c, g) in clients.iter().zip(gaps.iter_mut()) {
         g.extend(c.handle.take_reports().into_iter().filter_map(|r| match r {
-            ClientReport::Gap(gap) => Some(gap),
+            ClientReport::Gap(gap) => Some((gap.from, gap.to)),
             _ => None,
         }));
     }
