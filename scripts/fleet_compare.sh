@@ -18,6 +18,8 @@
 #   DRIVER       tokio or async-std [tokio]
 #   BENCH_RUNTIME  bench's --runtime [current-thread for tokio, multi-thread for async-std: the executors
 #                the fleet uses]
+#   AUDIT_SEND_SUCCESS  the fleet file's `audit_send_success` [false: bench prints no audit line either;
+#                true: the default `run` and `fleet` output, a SEND_SUCCESS line per heartbeat per connection]
 #   PORT         first gateway port; every run takes the next one [9401]
 #   OUT          raw output [target/fleet-compare]
 set -euo pipefail
@@ -34,6 +36,8 @@ if [[ -z "${BENCH_RUNTIME:-}" ]]; then
     if [[ $DRIVER == tokio ]]; then BENCH_RUNTIME=current-thread; else BENCH_RUNTIME=multi-thread; fi
 fi
 PORT=${PORT:-9401}
+AUDIT_SEND_SUCCESS=${AUDIT_SEND_SUCCESS:-false}
+[[ $AUDIT_SEND_SUCCESS == true || $AUDIT_SEND_SUCCESS == false ]] || { echo "fleet_compare.sh: AUDIT_SEND_SUCCESS is true or false" >&2; exit 1; }
 OUT=${OUT:-target/fleet-compare}
 SAMPLE_S=$((SECS - 3))
 ((SAMPLE_S > WARM_S)) || { echo "fleet_compare.sh: SECS must exceed WARM_S + 3" >&2; exit 1; }
@@ -71,9 +75,9 @@ mkdir -p "$OUT"
 # The clients file, the environment and the fleet file for K organisations (org-0 … org-K-1).
 make_fleet() {
     local k=$1 base=$2 ka=$3
-    python3 - "$k" "$base" "$ka" "$INTERVAL_MS" "$OUT" <<'PY'
+    python3 - "$k" "$base" "$ka" "$INTERVAL_MS" "$OUT" "$AUDIT_SEND_SUCCESS" <<'PY'
 import sys
-k, base, ka, interval, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+k, base, ka, interval, out, audit = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
 idle = max(3 * interval, interval + 2000)
 with open(f"{out}/clients-{k}.txt", "w") as f:
     for i in range(k):
@@ -86,7 +90,7 @@ with open(f"{out}/fleet-{k}.toml", "w") as f:
     f.write(f'[defaults]\nprofile = "keepalive-frame"\nurl = "{ka}"\nlogin_base = "{base}"\n'
             f'allow_insecure = true\nmin_interval_ms = {min(5000, interval // 4)}\n'
             f'idle_timeout_ms = {idle}\nack_timeout_ms = {idle}\nconnect_timeout_ms = 30000\n'
-            f'backoff_base_ms = 1000\nbackoff_max_ms = 5000\n'
+            f'backoff_base_ms = 1000\nbackoff_max_ms = 5000\naudit_send_success = {audit}\n'
             f'[defaults.interval_matrix]\nstable_ms = {interval}\ndegraded_ms = {interval // 2}\n'
             f'reconnecting_ms = {interval // 4}\n')
     for i in range(k):
@@ -151,7 +155,7 @@ one() {
     say "$what at $k: exit $status, VmRSS KiB and CPU s at ${WARM_S} s and ${SAMPLE_S} s: $w $s"
 }
 
-say "N=$N SECS=$SECS INTERVAL_MS=$INTERVAL_MS DRIVER=$DRIVER bench --runtime $BENCH_RUNTIME; output in $OUT"
+say "N=$N SECS=$SECS INTERVAL_MS=$INTERVAL_MS DRIVER=$DRIVER AUDIT_SEND_SUCCESS=$AUDIT_SEND_SUCCESS bench --runtime $BENCH_RUNTIME; output in $OUT"
 one bench "$N"
 one fleet "$N"
 one bench 1

@@ -188,6 +188,10 @@ pub struct Config {
     /// How many recent notification ids are remembered to drop duplicates (default 1,024; duplicates only
     /// arise in the seconds a rollover overlaps two sockets).
     pub dedup_window: usize,
+    /// Audit every heartbeat written (`SEND_SUCCESS`), as the seed does (default true). Off, failures, dead
+    /// peers and every other audit event still come; a fleet of many connections is spared an entry per
+    /// heartbeat per connection that nobody reads.
+    pub audit_send_success: bool,
 }
 
 impl Default for Config {
@@ -226,6 +230,7 @@ impl Default for Config {
             resubscribe_margin: Duration::from_secs(3_600),
             rollover_deadline: Duration::from_millis(55_000),
             dedup_window: 1024,
+            audit_send_success: true,
         }
     }
 }
@@ -581,6 +586,8 @@ impl ConfigBuilder {
         rollover_deadline: Duration,
         /// Sets [`Config::dedup_window`].
         dedup_window: usize,
+        /// Sets [`Config::audit_send_success`].
+        audit_send_success: bool,
     }
 
     /// Sets the OAuth client id and secret.

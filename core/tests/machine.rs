@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use genesys_keepalive::{Action, Event};
+use genesys_keepalive::{Action, AuditEvent, Event};
 
 #[test]
 fn a_socket_that_never_opens_is_closed_once_and_retried() {
@@ -317,4 +317,40 @@ fn a_handshake_refused_with_401_waits_for_the_fresh_token_even_behind_another_ca
         &[],
     );
     assert_eq!(kinds(&mut h), ["Connect"]);
+}
+
+#[test]
+fn send_success_audits_can_be_turned_off_and_nothing_else_goes_with_them() {
+    let run = |audit_send_success: bool| {
+        let mut config = keepalive_config();
+        config.audit_send_success = audit_send_success;
+        let mut h = H::new(config);
+        let s = h.establish_keepalive();
+        // No acks: heartbeats go out, then the peer is declared dead.
+        h.advance(Duration::from_secs(60));
+        let audits =
+            |event: AuditEvent| h.count(|a| matches!(a, Action::Audit(e) if e.event == event));
+        let sent = h.heartbeats(s).len();
+        (
+            sent,
+            audits(AuditEvent::SendSuccess),
+            audits(AuditEvent::DeadPeer),
+            h.m.stats().frames_sent,
+        )
+    };
+    let (sent_on, successes_on, dead_on, frames_on) = run(true);
+    let (sent_off, successes_off, dead_off, frames_off) = run(false);
+    assert!(sent_on >= 2, "heartbeats were written: {sent_on}");
+    assert_eq!(
+        successes_on, sent_on,
+        "one SEND_SUCCESS per heartbeat by default"
+    );
+    assert_eq!(successes_off, 0);
+    assert_eq!(
+        (sent_off, frames_off),
+        (sent_on, frames_on),
+        "the same heartbeats, counted"
+    );
+    assert!(dead_on >= 1);
+    assert_eq!(dead_off, dead_on, "other audits still come");
 }

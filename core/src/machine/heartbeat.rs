@@ -269,7 +269,9 @@ impl KeepAliveMachine {
         match conn.in_flight.take() {
             Some(f) if f.frame == frame => {
                 self.stats.frames_sent += 1;
-                self.audit(AuditEvent::SendSuccess, f.size, None);
+                if self.config.audit_send_success {
+                    self.audit(AuditEvent::SendSuccess, f.size, None);
+                }
                 self.pump_sends();
             }
             other => {
