@@ -3,11 +3,15 @@
 //! `receiving_since` is, at every moment, the start a window would need if the process died then.
 
 mod common;
+mod schedules;
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
+use genesys_keepalive::rng::Rng;
 use genesys_keepalive::{Action, Config, Event, Gap, GapReason, SocketId};
+use genesys_keepalive_sim as sim;
+use schedules::{env_or, random_schedule};
 
 fn gaps(h: &H) -> Vec<Gap> {
     h.log
@@ -270,4 +274,53 @@ fn the_same_inputs_give_the_same_restart() {
     let (a, b) = (run(), run());
     assert!(a.0.contains("Restart"), "the run reported the restart");
     assert_eq!(a, b);
+}
+
+/// A crash at any moment: the simulator's fault schedules (those of `gaps.rs`), each cut short at a random
+/// moment as if the process died there. Every notification published after the first socket opened and
+/// never delivered is inside a reported gap or after the checkpoint `receiving_since` held at that moment
+/// (where the next process's restart gap starts), and the checkpoint is never in the future.
+/// `RESTART_SCHEDULES=N` for more.
+#[test]
+fn a_crash_at_any_moment_leaves_nothing_undelivered_before_the_checkpoint() {
+    let (first, count) = (
+        env_or("RESTART_FIRST", 0),
+        env_or("RESTART_SCHEDULES", 1_000),
+    );
+    let (mut owed, mut runs_owing) = (0, 0);
+    for seed in first..first + count {
+        let mut sc = random_schedule(seed);
+        // The crash: anywhere from the first connect to the end of the schedule, to the millisecond.
+        sc.duration = Duration::from_millis(1 + Rng::new(seed ^ 0xc7a5).below_or_equal(299_999));
+        let r = sim::run(&sc, Instant::now());
+        let s = &r.summary;
+        assert_eq!(
+            s.uncovered_at_crash, 0,
+            "seed {seed}, crash at {:?}: undelivered notifications before the checkpoint {:?} and in no \
+             gap; faults {:?}; {s:?}",
+            sc.duration, s.crash_checkpoint, sc.faults
+        );
+        let end = UNIX_EPOCH + Duration::from_millis(1_780_000_000_000) + sc.duration;
+        assert!(
+            s.crash_checkpoint.is_none_or(|c| c <= end),
+            "seed {seed}: a checkpoint in the future: {:?}",
+            s.crash_checkpoint
+        );
+        if r.stats.connections_opened > 0 && s.stopped.is_none() {
+            assert!(
+                s.crash_checkpoint.is_some(),
+                "seed {seed}: a connection that has opened owes a checkpoint"
+            );
+        }
+        owed += s.owed_at_crash;
+        runs_owing += u64::from(s.owed_at_crash > 0);
+    }
+    // Something was checked: many crashes left notifications that only the restart gap covers.
+    assert!(
+        runs_owing > count / 10,
+        "only {runs_owing} of {count} crashes owed anything"
+    );
+    eprintln!(
+        "{runs_owing} of {count} crashes owed {owed} notifications, all after the checkpoint"
+    );
 }
