@@ -22,11 +22,15 @@ pub enum GapReason {
     ChannelGone,
     /// A write on the socket failed.
     WriteFailure,
+    /// The process restarted: the window runs from the moment the previous process was last known to be
+    /// receiving (its checkpoint, see `KeepAliveMachine::resume_after`) to this one's first confirmed
+    /// socket. Genesys does not replay what was published meanwhile.
+    Restart,
 }
 
 impl GapReason {
     /// The reason's name in JSON and logs: `dead_peer`, `unplanned_close`, `failed_rollover`,
-    /// `channel_gone`, `write_failure`.
+    /// `channel_gone`, `write_failure`, `restart`.
     pub fn as_str(self) -> &'static str {
         match self {
             GapReason::DeadPeer => "dead_peer",
@@ -34,6 +38,7 @@ impl GapReason {
             GapReason::FailedRollover => "failed_rollover",
             GapReason::ChannelGone => "channel_gone",
             GapReason::WriteFailure => "write_failure",
+            GapReason::Restart => "restart",
         }
     }
 }

@@ -12,8 +12,8 @@ use genesys_keepalive::{Gap, GapReason, State};
 
 use crate::gateway::{Endpoint, Fault, Gateway, Scripted};
 use crate::scenarios::{
-    config, connect_ok, gateway, shutdown_and_check, wait_stable, Client, ClientReport,
-    DriverUnderTest, TOPIC,
+    config, connect, connect_ok, gateway, shutdown_and_check, wait_stable, within, Client,
+    ClientOptions, ClientReport, DriverUnderTest, TOPIC,
 };
 
 /// How far a publish time may lie outside a reported window (clocks of one process, two threads).
@@ -249,4 +249,75 @@ pub async fn no_gap_without_loss<D: DriverUnderTest + ?Sized>(d: &D) {
     assert_eq!(s.reconnects, 0, "[{}] {s:?}", d.name());
     let s = shutdown_and_check(d, c).await;
     assert_eq!(s.gaps, 0, "{s:?}");
+}
+
+/// A restart: a first client, receiving a steady stream, is "killed" right after a checkpoint is read
+/// (`receiving_since`; nothing it delivers afterwards counts); a second one, started a second later with
+/// `resume_after` set to the checkpoint, reports exactly one `restart` gap from the checkpoint to its
+/// first confirmed socket, and every notification neither delivered lies inside it.
+pub async fn restart_from_a_checkpoint<D: DriverUnderTest + ?Sized>(d: &D) {
+    let gw = Arc::new(gateway(|_| {}));
+    let mut first = connect_ok(d, config(&gw).build_unchecked()).await;
+    wait_stable(d, &mut first, 1).await;
+    let publisher = Publisher::start(&gw);
+    let mut seen = BTreeMap::new();
+    first
+        .collect_seqs(d, Duration::from_millis(800), |_| false, &mut seen)
+        .await;
+    let checkpoint = first
+        .handle
+        .receiving_since()
+        .expect("a STABLE connection has a checkpoint");
+    // What was delivered before the value was read is the application's; then the process dies.
+    first
+        .collect_seqs(d, Duration::from_millis(1), |_| false, &mut seen)
+        .await;
+    let first_gaps = gaps_of(&mut first);
+    assert!(first_gaps.is_empty(), "[{}] {first_gaps:?}", d.name());
+    let owed_from = *seen.keys().next().expect("the first client delivered");
+    drop(first.notifications);
+    let _ = within(d, Duration::from_secs(5), first.handle.shutdown()).await;
+    d.sleep(Duration::from_secs(1)).await;
+
+    let options = ClientOptions {
+        resume_after: Some(checkpoint),
+        ..Default::default()
+    };
+    let mut second = match within(
+        d,
+        Duration::from_secs(10),
+        connect(d, config(&gw).build_unchecked(), options),
+    )
+    .await
+    {
+        Some(Ok(c)) => c,
+        other => panic!(
+            "[{}] the second client did not connect: {:?}",
+            d.name(),
+            other.map(|r| r.err())
+        ),
+    };
+    until_gap(d, &mut second, 1, &mut seen, "restart").await;
+    second
+        .collect_seqs(d, Duration::from_millis(500), |_| false, &mut seen)
+        .await;
+    let (published, gaps, trace) = finish(d, &mut second, publisher, &mut seen).await;
+    assert_eq!(gaps.len(), 1, "[{}] {gaps:?}\ntrace:\n{trace}", d.name());
+    assert_eq!(
+        gaps[0].reason,
+        GapReason::Restart,
+        "[{}] {gaps:?}",
+        d.name()
+    );
+    assert_eq!(gaps[0].from, checkpoint, "[{}] {gaps:?}", d.name());
+    assert!(gaps[0].from < gaps[0].to, "[{}] {gaps:?}", d.name());
+    let owed: Vec<(u64, SystemTime)> = published
+        .into_iter()
+        .filter(|(seq, _)| *seq > owed_from)
+        .collect();
+    let undelivered = assert_undelivered_inside_gaps(d.name(), &owed, &seen, &gaps, &trace);
+    assert!(undelivered > 0, "[{}] nothing was lost: {trace}", d.name());
+    assert_eq!(second.handle.stats().gaps, 1);
+    let s = shutdown_and_check(d, second).await;
+    assert_eq!(s.gaps, 1, "{s:?}");
 }

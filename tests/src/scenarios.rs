@@ -29,7 +29,7 @@ use genesys_keepalive::{
     State, Stats, StopReason,
 };
 
-pub use crate::gap_scenarios::{gap_reports, no_gap_without_loss};
+pub use crate::gap_scenarios::{gap_reports, no_gap_without_loss, restart_from_a_checkpoint};
 use crate::gateway::{Endpoint, Fault, Gateway, GatewayConfig, Scripted};
 
 /// A boxed, `Send` future.
@@ -56,6 +56,8 @@ pub struct ClientOptions {
     pub seed: Option<u64>,
     /// Extra trusted root certificates, DER.
     pub extra_root_certs: Vec<Vec<u8>>,
+    /// The driver's `Options::resume_after`: continue a connection of an earlier process.
+    pub resume_after: Option<std::time::SystemTime>,
 }
 
 /// Why a driver's connect failed, in runtime-neutral form.
@@ -114,6 +116,8 @@ pub trait ClientHandle: Send + Sync {
     /// Every report since the previous call (the first call: since start). Must not lose any under the
     /// scenarios' load.
     fn take_reports(&self) -> Vec<ClientReport>;
+    /// The driver's `Handle::receiving_since`: what a checkpoint would store now.
+    fn receiving_since(&self) -> Option<std::time::SystemTime>;
 }
 
 /// A connected client: its handle and its notification stream.
@@ -153,7 +157,7 @@ macro_rules! e2e_suite {
             steady_state, blackhole, socket_closing_rollover, token_expiry, bad_credentials,
             forbidden_topic, rate_limited_channel_creation, garbage_and_oversized_frames,
             graceful_shutdown, keepalive_frame_profile, tls, handshake_refused, gap_reports,
-            no_gap_without_loss);
+            no_gap_without_loss, restart_from_a_checkpoint);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -378,7 +382,7 @@ pub fn assert_clean<D: DriverUnderTest + ?Sized>(d: &D, c: &mut Client) {
     assert_no_credentials("the captured logs", &d.captured_logs());
 }
 
-async fn connect<D: DriverUnderTest + ?Sized>(
+pub(crate) async fn connect<D: DriverUnderTest + ?Sized>(
     d: &D,
     config: Config,
     options: ClientOptions,

@@ -32,11 +32,39 @@ impl GapLedger {
 
     /// A gap report, its wall-clock ends mapped back through the run's `(start, wall)` anchor.
     pub(crate) fn reported(&mut self, gap: &Gap, start: Instant, wall: SystemTime) {
-        let at = |t: SystemTime| match t.duration_since(wall) {
-            Ok(d) => start + d,
-            Err(e) => start.checked_sub(e.duration()).unwrap_or(start),
-        };
+        let at = |t| to_instant(t, start, wall);
         self.windows.push((at(gap.from), at(gap.to)));
+    }
+
+    /// If the process died at `end` with the checkpoint `since` (the machine's `receiving_since`, mapped
+    /// to the simulator's clock; `None`: nothing recorded, a fresh start): the notifications published
+    /// after the first socket opened and up to `end`, never delivered and in no reported window (what a
+    /// restart gap must cover), and how many of them lie before `since` (which no report would cover: a
+    /// restart gap runs from `since` on; must be 0).
+    pub(crate) fn at_crash(
+        &self,
+        delivered: &FastMap<u64, u32>,
+        end: Instant,
+        since: Option<Instant>,
+    ) -> (u64, u64) {
+        let Some(first) = self.first_open else {
+            return (0, 0);
+        };
+        let (mut owed, mut uncovered) = (0, 0);
+        for (i, &t) in self.published_at.iter().enumerate() {
+            let seq = i as u64 + 1;
+            if t < first || t > end || delivered.contains_key(&seq) {
+                continue;
+            }
+            if self.windows.iter().any(|&(from, to)| from <= t && t <= to) {
+                continue;
+            }
+            owed += 1;
+            if since.is_none_or(|s| s > t) {
+                uncovered += 1;
+            }
+        }
+        (owed, uncovered)
     }
 
     /// How many notifications were published after the first socket opened and before the last one opened
@@ -77,5 +105,13 @@ impl GapLedger {
             .map(|&(f, t)| t.saturating_duration_since(f))
             .sum();
         (self.windows.len() as u64, total)
+    }
+}
+
+/// A wall time of the run mapped to the simulator's clock through its `(start, wall)` anchor.
+pub(crate) fn to_instant(t: SystemTime, start: Instant, wall: SystemTime) -> Instant {
+    match t.duration_since(wall) {
+        Ok(d) => start + d,
+        Err(e) => start.checked_sub(e.duration()).unwrap_or(start),
     }
 }

@@ -282,6 +282,16 @@ pub struct Summary {
     /// Notifications published while the application was owed them (after the first socket opened, up
     /// to the last socket opening or the stop), never delivered, and inside no reported gap. Must be 0.
     pub outside_gaps: u64,
+    /// The machine's `receiving_since` when the run ended: what a checkpoint would hold had the process
+    /// died then (see [`Summary::uncovered_at_crash`]).
+    pub crash_checkpoint: Option<SystemTime>,
+    /// Had the process died when the run ended and a new one resumed from `crash_checkpoint`: the
+    /// notifications published after the first socket opened, never delivered, inside no reported gap and
+    /// published before the checkpoint, so that the restart gap would not cover them either. Must be 0.
+    pub uncovered_at_crash: u64,
+    /// Had the process died when the run ended: the notifications published after the first socket
+    /// opened, never delivered and inside no reported gap, which a restart gap must cover.
+    pub owed_at_crash: u64,
 }
 
 /// A run's result.
@@ -1271,6 +1281,11 @@ impl Sim<'_> {
         self.summary.final_state = self.machine.state();
         (self.summary.gaps, self.summary.gap_time) = self.gaps.totals();
         self.summary.outside_gaps = self.gaps.outside(&self.delivered, horizon, self.stopped_at);
+        let checkpoint = self.machine.receiving_since();
+        self.summary.crash_checkpoint = checkpoint;
+        let since = checkpoint.map(|t| crate::gaps::to_instant(t, self.start, self.wall));
+        (self.summary.owed_at_crash, self.summary.uncovered_at_crash) =
+            self.gaps.at_crash(&self.delivered, self.now, since);
         SimReport {
             trace: self.trace,
             summary: self.summary,

@@ -180,3 +180,18 @@ impl KeepAliveMachine {
         sockets
     }
 }
+
+impl KeepAliveMachine {
+    /// The starts of the drains' windows still at stake (not proved delivered, not reported).
+    pub(super) fn drains_at_stake(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.sockets
+            .draining
+            .iter()
+            .filter_map(|d| d.at_stake.map(|(from, _)| from))
+    }
+
+    /// Whether a drain's window is still at stake.
+    pub(super) fn has_drains_at_stake(&self) -> bool {
+        self.drains_at_stake().next().is_some()
+    }
+}

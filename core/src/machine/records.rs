@@ -138,6 +138,8 @@ impl KeepAliveMachine {
         } else {
             ("Stopping", Duration::ZERO)
         };
+        // What a checkpoint must hold from now on (before the windows below are reported).
+        self.note_stop();
         // A window of loss still open (or a rollover not yet proved) ends with the machine.
         self.close_gap();
         let draining = self.end_drains();

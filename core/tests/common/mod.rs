@@ -47,8 +47,12 @@ impl H {
     }
 
     pub fn with_seed(config: Config, seed: u64) -> H {
+        Self::with_wall(config, seed, Self::wall())
+    }
+
+    /// A machine whose clock starts at `wall` (a process started later than the others).
+    pub fn with_wall(config: Config, seed: u64, wall: SystemTime) -> H {
         let start = Instant::now();
-        let wall = UNIX_EPOCH + Duration::from_secs(1_780_000_000);
         let m = KeepAliveMachine::new(config, start, wall, seed).expect("config valid");
         let mut h = H {
             m,

@@ -25,6 +25,7 @@ use std::time::Duration;
 use clap::Args;
 use genesys_keepalive::{Config, ProfileKind, Secret};
 
+use crate::checkpoint::StateDir;
 use crate::failure::Failure;
 use crate::settings::{non_empty, toml_failure, DriverKind, Env, ProcessEnv};
 use crate::shard::Shard;
@@ -53,6 +54,10 @@ pub struct FleetArgs {
     /// Seed for the core's PRNG, mixed with each connection's name
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Keep a checkpoint per connection in DIR/<name>.json (created if needed) so that after a restart
+    /// each connection prints the time it was down as a `restart` gap; one DIR per replica
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// One connection of the fleet file, ready to start.
@@ -60,6 +65,8 @@ pub struct FleetArgs {
 pub struct Member {
     pub name: String,
     pub config: Config,
+    /// `--state-dir`: the checkpoint an earlier process left for this connection.
+    pub resume_after: Option<std::time::SystemTime>,
 }
 
 /// What the session needs besides the members.
@@ -68,10 +75,23 @@ pub struct FleetOptions {
     pub seed: Option<u64>,
     pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     pub stats_interval: Option<Duration>,
+    /// `--state-dir`: where the checkpoints are written.
+    pub state: Option<StateDir>,
 }
 
 pub fn main(args: FleetArgs) -> Result<u8, Failure> {
-    let members = load(&args.config, args.shard, &ProcessEnv)?;
+    let mut members = load(&args.config, args.shard, &ProcessEnv)?;
+    // Checked before anything connects: a bad DIR or checkpoint is exit 2, naming it.
+    let state = match &args.state_dir {
+        Some(dir) => {
+            let dir = StateDir::open(dir)?;
+            for m in &mut members {
+                m.resume_after = dir.read(&m.name)?;
+            }
+            Some(dir)
+        }
+        None => None,
+    };
     if let Some(addr) = args.metrics_addr {
         crate::metrics_export::serve(addr)?;
     }
@@ -92,6 +112,7 @@ pub fn main(args: FleetArgs) -> Result<u8, Failure> {
         extra_roots,
         stats_interval: (args.stats_interval_ms > 0)
             .then(|| Duration::from_millis(args.stats_interval_ms)),
+        state,
     };
     match args.driver {
         DriverKind::Tokio => session::run_tokio(members, options),
@@ -275,7 +296,11 @@ impl Pending {
         config
             .validate()
             .map_err(|e| Failure::config(format!("{ctx}: {e}")))?;
-        Ok(Member { name, config })
+        Ok(Member {
+            name,
+            config,
+            resume_after: None,
+        })
     }
 }
 

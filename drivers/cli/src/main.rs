@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod checkpoint;
 mod demo;
 mod failure;
 mod fleet;
@@ -42,7 +43,16 @@ Output lines on stdout (each has a `kind`):
   {\"kind\":\"notification\",\"topicName\":…,\"eventBody\":{…},\"metadata\":{…},…}   (the notification as received)
   {\"kind\":\"stats\",\"timestamp\":\"…\",\"final\":false,\"state\":…,\"heartbeats_sent\":…,…}   (every \
 --stats-interval-ms, and a last one with \"final\":true)
+  {\"kind\":\"gap\",\"from\":\"…\",\"to\":\"…\",\"duration_ms\":…,\"reason\":\"dead_peer\",\"topics\":[…]}   \
+(notifications may have been missed: re-read state for that window; reasons in the README)
 Human-readable logs go to stderr (filter with RUST_LOG, default `warn`).
+
+--state-dir DIR keeps a checkpoint in DIR/default.json: the time up to which the connection was known to \
+be receiving, {\"version\":1,\"connection\":\"default\",\"receiving_since\":\"<ISO-8601>\",…} (nothing \
+secret), rewritten atomically every 2 s when it changed and at exit. A later start with the same DIR \
+reads it and prints the restart as a gap with \"reason\":\"restart\" from that time to the first \
+confirmed subscription. No file: a fresh start, no gap. A file that cannot be read or parsed, or a DIR \
+that cannot be created or written: exit 2 before anything connects.
 
 Exit codes: 0 after SIGINT/SIGTERM (graceful close 1000), 2 bad configuration or input, 3 authentication or \
 authorization refused (bad credentials, a forbidden topic), 4 every reconnect attempt failed. A terminal \
@@ -109,6 +119,11 @@ anything connects (exit 2), naming the connection and the field.
 Output: the same JSON lines as `run`, each with \"connection\":\"<name>\" right after `kind`. A connection \
 that stops on its own prints {\"kind\":\"stopped\",\"connection\":…,\"reason\":…,\"exit_code\":N} (the \
 code `run` would exit with) and the others go on.
+
+--state-dir DIR keeps one checkpoint per connection, DIR/<name>.json (the name %-escaped outside \
+[A-Za-z0-9._-]), as `run --state-dir` does: after a restart each connection prints the time it was down \
+as a gap with \"reason\":\"restart\". With --shard, give every replica its own DIR (a StatefulSet \
+volumeClaimTemplate).
 
 --shard K/N takes only the connections whose name falls to shard K (0 to N-1) under rendezvous hashing \
 (FNV-1a-64 of the name and the shard index, SplitMix64 finalizer; stable across builds), so that N \

@@ -1,13 +1,17 @@
 //! `genesys-keepalive run`: one keep-alive connection, everything it reports as JSON lines on stdout.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use genesys_keepalive::{Config, State, Stats, StopReason};
-use genesys_keepalive_driver_common::Error;
+use genesys_keepalive_driver_common::{
+    Error, Handle, Notifications, Options, Reports, TryRecvError,
+};
 use rustls_pki_types::CertificateDer;
 
+use crate::checkpoint::{StateDir, Writer};
 use crate::failure::Failure;
+use crate::output;
 use crate::plot::Recorder;
 use crate::settings::{self, DriverKind, ProcessEnv, RunArgs};
 
@@ -29,6 +33,18 @@ pub struct RunOptions {
     pub stats_interval: Option<Duration>,
     /// `--plot FILE`: the SVG written at exit.
     pub plot: Option<std::path::PathBuf>,
+    /// `--state-dir DIR`: the connection's checkpoint.
+    pub state: Option<RunState>,
+}
+
+/// `--state-dir`: where the connection's checkpoint lives and what the last process left in it.
+#[derive(Debug, Clone)]
+pub struct RunState {
+    pub dir: StateDir,
+    /// The connection's name (its file is `<name>.json`).
+    pub name: String,
+    /// The checkpoint found at start: the restart is reported as a gap from there.
+    pub resume_after: Option<SystemTime>,
 }
 
 /// A driver: runs the connection until a signal or a stop, printing JSON lines.
@@ -43,6 +59,20 @@ fn driver(kind: DriverKind) -> Result<DriverFn, Failure> {
 
 pub fn main(args: RunArgs) -> Result<u8, Failure> {
     let config = settings::build_config(&args, &ProcessEnv)?;
+    // Checked before anything connects: a bad DIR or checkpoint is exit 2.
+    let state = match &args.state_dir {
+        Some(dir) => {
+            let dir = StateDir::open(dir)?;
+            let name = Options::default().name;
+            let resume_after = dir.read(&name)?;
+            Some(RunState {
+                dir,
+                name,
+                resume_after,
+            })
+        }
+        None => None,
+    };
     let extra_roots = match &args.ca_cert {
         Some(path) => load_roots(path)?,
         None => Vec::new(),
@@ -56,6 +86,7 @@ pub fn main(args: RunArgs) -> Result<u8, Failure> {
         stats_interval: (args.stats_interval_ms > 0)
             .then(|| Duration::from_millis(args.stats_interval_ms)),
         plot: args.plot.clone(),
+        state,
     };
     let run = driver(args.driver)?;
     match run(config, options)? {
@@ -78,6 +109,80 @@ fn connect_failed(e: Error) -> Result<Outcome, Failure> {
             "TLS setup failed: {e}; check --ca-cert"
         ))),
         e => Err(Failure::internal(e.to_string())),
+    }
+}
+
+/// `--state-dir` while the connection runs: its checkpoint, handed to a writer thread.
+pub struct Checkpointer {
+    writer: Writer,
+    name: String,
+}
+
+impl Checkpointer {
+    fn start(state: Option<&RunState>) -> Option<Checkpointer> {
+        state.map(|s| Checkpointer {
+            writer: s.dir.writer(),
+            name: s.name.clone(),
+        })
+    }
+
+    /// The connection's checkpoint, read *before* what is queued is printed: a notification delivered
+    /// before that value is then on stdout, and whatever a crash loses lies after it.
+    async fn save(&mut self, handle: &Handle, reports: &mut Reports, notes: &mut Notifications) {
+        let since = handle.receiving_since();
+        print_queued(reports, notes).await;
+        self.writer.update(&self.name, since);
+    }
+
+    /// The last checkpoint, once everything the connection delivered and reported is printed.
+    fn finish(mut self, handle: &Handle) {
+        self.writer.update(&self.name, handle.receiving_since());
+        self.writer.finish();
+    }
+}
+
+/// One checkpoint (if `--state-dir` was given).
+async fn save(
+    cp: &mut Option<Checkpointer>,
+    handle: &Handle,
+    reports: &mut Reports,
+    notes: &mut Notifications,
+) {
+    if let Some(cp) = cp {
+        cp.save(handle, reports, notes).await;
+    }
+}
+
+/// Prints the reports and notifications already queued, without waiting for more.
+async fn print_queued(reports: &mut Reports, notes: &mut Notifications) {
+    loop {
+        match reports.try_recv() {
+            Ok(r) => output::emit_report(r),
+            Err(TryRecvError::Lagged(n)) => tracing::warn!(
+                missed = n,
+                "stdout is too slow: {n} audit/alert/state reports were dropped"
+            ),
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    while let Some(Some(n)) = futures_lite::future::poll_once(notes.recv()).await {
+        output::emit_raw(&output::notification_line(&n.raw, &n.topic_name));
+    }
+}
+
+/// The end of a run that had connected: what is still queued is printed, then the final stats line,
+/// then the last checkpoint.
+async fn finish(
+    handle: &Handle,
+    stats: &Stats,
+    reports: &mut Reports,
+    notes: &mut Notifications,
+    cp: Option<Checkpointer>,
+) {
+    print_queued(reports, notes).await;
+    output::emit_stats(stats, true);
+    if let Some(cp) = cp {
+        cp.finish(handle);
     }
 }
 
@@ -119,7 +224,10 @@ mod tokio_driver {
     use genesys_keepalive_tokio::{RecvError, Reports};
     use tokio::time::{Instant, Interval};
 
-    use super::{connect_failed, finish_plot, stopped_stats, Outcome, RunOptions};
+    use super::{
+        connect_failed, finish, finish_plot, save, stopped_stats, Checkpointer, Outcome, RunOptions,
+    };
+    use crate::checkpoint::CHECKPOINT_EVERY;
     use crate::failure::Failure;
     use crate::output;
     use crate::plot::Recorder;
@@ -173,10 +281,12 @@ mod tokio_driver {
         let options = Options {
             seed: opts.seed,
             extra_root_certs: opts.extra_roots,
+            resume_after: opts.state.as_ref().and_then(|s| s.resume_after),
             ..Options::default()
         };
 
-        // The driver resolves once the first socket is open; until then only a stop or a signal can end it.
+        // The driver resolves once the first socket is open; until then only a stop or a signal can end it
+        // (and the checkpoint, if any, keeps the older start it holds).
         let connect = genesys_keepalive_tokio::connect_with(config, options);
         tokio::pin!(connect);
         let (handle, mut notifications) = tokio::select! {
@@ -201,6 +311,12 @@ mod tokio_driver {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
+        let mut checkpoints = Checkpointer::start(opts.state.as_ref());
+        let mut checkpoint_ticker = checkpoints.as_ref().map(|_| {
+            let mut t = tokio::time::interval(CHECKPOINT_EVERY);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         let mut reports_open = true;
         loop {
             tokio::select! {
@@ -215,7 +331,7 @@ mod tokio_driver {
                         }
                     };
                     drain(&mut reports).await;
-                    output::emit_stats(&stats, true);
+                    finish(&handle, &stats, &mut reports, &mut notifications, checkpoints).await;
                     finish_plot(plot)?;
                     return Ok(Outcome::Shutdown);
                 }
@@ -229,12 +345,22 @@ mod tokio_driver {
                     None => break, // the machine stopped
                 },
                 _ = tick(&mut ticker) => output::emit_stats(&handle.stats(), false),
+                _ = tick(&mut checkpoint_ticker) => {
+                    save(&mut checkpoints, &handle, &mut reports, &mut notifications).await
+                }
             }
         }
         let reason = handle.stopped().await;
         let stats = handle.shutdown().await; // waits for the task to end
         drain(&mut reports).await;
-        output::emit_stats(&stats, true);
+        finish(
+            &handle,
+            &stats,
+            &mut reports,
+            &mut notifications,
+            checkpoints,
+        )
+        .await;
         finish_plot(plot)?;
         Ok(Outcome::Stopped(reason))
     }

@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// Write an SVG picture of the connection's story to FILE at exit (RTT, state bands, events)
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Keep a checkpoint in DIR/default.json (created if needed) so that after a restart (a crash, a
+    /// kill, a redeploy) the time the connection was down is printed as a `restart` gap
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// Heartbeat interval while STABLE; DEGRADED and RECONNECTING get 1/2 and 1/4 of it, and min-interval is
     /// lowered to 1/4 of it if it was higher

@@ -65,7 +65,8 @@ impl<R: Runtime + Clone> Fleet<R> {
     /// An empty fleet whose members run on `rt`, are spawned with `spawner` and send `user_agent`.
     /// `options` apply to every member; with a `seed`, each member's seed is that seed mixed with the
     /// 64-bit FNV-1a hash of its name (so that members do not share a PRNG sequence). `options.spawner`
-    /// is ignored (the fleet's `spawner` is used).
+    /// is ignored (the fleet's `spawner` is used); `options.resume_after` applies to the members added with
+    /// [`Fleet::add`] (give each its own with [`Fleet::add_resuming`]).
     pub fn new(rt: R, spawner: Spawner, user_agent: &'static str, options: Options) -> Self {
         Fleet {
             rt,
@@ -89,6 +90,19 @@ impl<R: Runtime + Clone> Fleet<R> {
     /// refuses. Returns at once, before anything is connected; [`Handle::opened`] tells when the first socket
     /// is open. Its notifications and reports appear on the merged streams from the first one on.
     pub fn add(&self, name: &str, config: Config) -> Result<Handle, AddError> {
+        let resume = self.options.resume_after;
+        self.add_resuming(name, config, resume)
+    }
+
+    /// [`Fleet::add`] for a member that continues one of an earlier process: with `Some(since)` (what
+    /// that process's [`Handle::receiving_since`] was for it), its restart is reported as a gap from then
+    /// (see [`Options::resume_after`], which this replaces for the member); `None` is a fresh start.
+    pub fn add_resuming(
+        &self,
+        name: &str,
+        config: Config,
+        resume_after: Option<std::time::SystemTime>,
+    ) -> Result<Handle, AddError> {
         let mut members = self.members();
         if members.contains_key(name) {
             return Err(AddError::Duplicate(name.to_string()));
@@ -100,6 +114,7 @@ impl<R: Runtime + Clone> Fleet<R> {
             .map(|s| s ^ fnv1a64(FNV_OFFSET, name.as_bytes()));
         // The member's name is its metrics' `connection` label.
         options.name = name.to_string();
+        options.resume_after = resume_after;
         let (task, handle, notifications) =
             crate::start(config, &options, self.rt.clone(), self.user_agent).map_err(|error| {
                 AddError::Start {

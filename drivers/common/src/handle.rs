@@ -535,6 +535,15 @@ impl Handle {
         self.shared().lock().machine.last_rtt()
     }
 
+    /// What a checkpoint must store for a later process to report this connection's restart
+    /// ([`Options::resume_after`](crate::Options::resume_after)): the start a gap would have if the process
+    /// died now (see `KeepAliveMachine::receiving_since`); `None` when nothing is at stake (no gap reports,
+    /// or a fresh start not yet connected). Read it before printing what is still queued (reports and
+    /// notifications), then write it: what it covers was either delivered or lies after it.
+    pub fn receiving_since(&self) -> Option<std::time::SystemTime> {
+        self.shared().lock().machine.receiving_since()
+    }
+
     /// A view of the state that can wait for each change.
     pub fn watch_state(&self) -> StateWatch {
         let seen = self.shared().lock().state_version;

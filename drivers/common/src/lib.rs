@@ -115,6 +115,12 @@ pub struct Options {
     pub spawner: Option<Spawner>,
     /// The connection's name: the `connection` label of its metrics (feature `metrics`). Default `default`.
     pub name: String,
+    /// This connection is the continuation of one in an earlier process, which was last known to be
+    /// receiving at this wall time (what its [`Handle::receiving_since`] was, kept in a checkpoint): the
+    /// machine reports the restart as a [`GapReason::Restart`](genesys_keepalive::GapReason::Restart)
+    /// gap from then to its first confirmed socket (see `KeepAliveMachine::resume_after`). `None` (the
+    /// default): a fresh start, no gap.
+    pub resume_after: Option<SystemTime>,
 }
 
 impl Default for Options {
@@ -125,6 +131,7 @@ impl Default for Options {
             reports_capacity: 1024,
             spawner: None,
             name: "default".to_owned(),
+            resume_after: None,
         }
     }
 }
@@ -154,6 +161,12 @@ impl Options {
         self
     }
 
+    /// Sets [`Options::resume_after`].
+    pub fn resume_after(mut self, since: SystemTime) -> Self {
+        self.resume_after = Some(since);
+        self
+    }
+
     /// Sets [`Options::spawner`].
     pub fn spawner(mut self, spawner: Spawner) -> Self {
         self.spawner = Some(spawner);
@@ -162,7 +175,8 @@ impl Options {
 }
 
 /// Builds a connection on `rt`: installs the TLS provider, validates `config`, takes the process-wide
-/// rustls configuration for `options.extra_root_certs`, creates the machine and its shared state. Returns
+/// rustls configuration for `options.extra_root_certs`, creates the machine (resumed after
+/// `options.resume_after`, if set) and its shared state. Returns
 /// the task (to be spawned) with its [`Handle`] and [`Notifications`]. What it does not do is decide
 /// anything: that is the machine's.
 pub fn start<R: Runtime>(
@@ -179,7 +193,10 @@ pub fn start<R: Runtime>(
     #[cfg(feature = "metrics")]
     let metrics = metrics::ConnMetrics::new(&options.name, config.profile, R::NAME);
     let seed = options.seed.unwrap_or_else(random_seed);
-    let machine = KeepAliveMachine::new(config, Instant::now(), SystemTime::now(), seed)?;
+    let mut machine = KeepAliveMachine::new(config, Instant::now(), SystemTime::now(), seed)?;
+    if let Some(since) = options.resume_after {
+        machine.resume_after(since);
+    }
     let shared = Shared::new(machine, options.reports_capacity);
     let (handle, notifications) = Handle::new(shared.clone());
     #[allow(unused_mut)]

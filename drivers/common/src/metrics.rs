@@ -147,12 +147,13 @@ const ALERTS: [AlertEvent; 6] = [
     AlertEvent::SocketClosing,
 ];
 
-const GAP_REASONS: [GapReason; 5] = [
+const GAP_REASONS: [GapReason; 6] = [
     GapReason::DeadPeer,
     GapReason::UnplannedClose,
     GapReason::FailedRollover,
     GapReason::ChannelGone,
     GapReason::WriteFailure,
+    GapReason::Restart,
 ];
 
 fn gap_index(r: GapReason) -> usize {
@@ -162,6 +163,7 @@ fn gap_index(r: GapReason) -> usize {
         GapReason::FailedRollover => 2,
         GapReason::ChannelGone => 3,
         GapReason::WriteFailure => 4,
+        GapReason::Restart => 5,
     }
 }
 
@@ -232,7 +234,7 @@ pub fn catalogue() -> Vec<MetricInfo> {
     let more = [
         (BAD_FRAMES_NAME, Kind::Counter, None, "kind", "Inbound frames refused: invalid_utf8 (binary or not UTF-8), non_json, wrong_shape, oversized."),
         (ALERTS_NAME, Kind::Counter, None, "event", "Alerts raised, by event (latency_threshold_exceeded, packet_loss_critical, dead_peer, reconnect_exhausted, auth_failure, socket_closing)."),
-        (GAPS_NAME, Kind::Counter, None, "reason", "Windows in which notifications may have been missed (gap reports), by reason (dead_peer, unplanned_close, failed_rollover, channel_gone, write_failure)."),
+        (GAPS_NAME, Kind::Counter, None, "reason", "Windows in which notifications may have been missed (gap reports), by reason (dead_peer, unplanned_close, failed_rollover, channel_gone, write_failure, restart)."),
         (GAP_SECONDS_NAME, Kind::Histogram, Some(Unit::Seconds), "", "How long each reported gap lasted."),
         (STATE_NAME, Kind::Gauge, None, "state", "Connections in each state (connecting, stable, degraded, reconnecting, stopped): 1 for a connection's current state, 0 for the others; connections sharing a name add up."),
         (OPEN_NAME, Kind::Gauge, None, "", "WebSockets open now (2 during a rollover's overlap); connections sharing a name add up."),
@@ -279,7 +281,7 @@ pub fn histogram_bounds() -> Vec<f64> {
 pub(crate) struct ConnMetrics {
     counters: Vec<(Counter, Getter, u64)>,
     alerts: [Counter; 6],
-    gaps: [Counter; 5],
+    gaps: [Counter; 6],
     gap_seconds: Histogram,
     states: [Gauge; 5],
     state: Option<State>,

@@ -140,6 +140,10 @@ impl ClientHandle for Client {
         Box::pin(self.handle.stopped())
     }
 
+    fn receiving_since(&self) -> Option<std::time::SystemTime> {
+        self.handle.receiving_since()
+    }
+
     fn take_reports(&self) -> Vec<ClientReport> {
         let mut rx = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
@@ -182,6 +186,7 @@ impl DriverUnderTest for FuturesDriver {
         Box::pin(async move {
             let options = Options {
                 seed: options.seed,
+                resume_after: options.resume_after,
                 extra_root_certs: options
                     .extra_root_certs
                     .into_iter()

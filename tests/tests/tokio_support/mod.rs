@@ -119,6 +119,10 @@ impl ClientHandle for TokioClient {
         Box::pin(self.handle.stopped())
     }
 
+    fn receiving_since(&self) -> Option<std::time::SystemTime> {
+        self.handle.receiving_since()
+    }
+
     fn take_reports(&self) -> Vec<ClientReport> {
         let mut rx = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
@@ -153,6 +157,7 @@ impl DriverUnderTest for Tokio {
         Box::pin(async move {
             let options = Options {
                 seed: options.seed,
+                resume_after: options.resume_after,
                 extra_root_certs: options
                     .extra_root_certs
                     .into_iter()

@@ -18,6 +18,7 @@ use genesys_keepalive_driver_common::{
 use serde::Serialize;
 
 use super::{FleetOptions, Member};
+use crate::checkpoint::{Writer, CHECKPOINT_EVERY};
 use crate::failure::{Failure, EXIT_INTERNAL, EXIT_SOME_STOPPED};
 use crate::output::{self, json_line, with_connection};
 
@@ -156,14 +157,47 @@ enum Wake {
     Report(Option<(Arc<str>, Report)>),
     Note(Option<(Arc<str>, Notification)>),
     Tick,
+    Checkpoint,
 }
 
+/// The session, then (with `--state-dir`) the last checkpoint of every connection, once everything they
+/// delivered and reported is printed.
 async fn session<R: Runtime + Clone>(
+    fleet: &Fleet<R>,
+    members: Vec<Member>,
+    opts: &FleetOptions,
+    signals: Shutdown,
+    sleep: Sleep,
+) -> Result<u8, Failure> {
+    let mut writer = opts.state.as_ref().map(|d| d.writer());
+    let out = run_session(fleet, members, opts, signals, sleep, &mut writer).await;
+    if let Some(mut w) = writer {
+        for (name, since) in checkpoints(fleet) {
+            w.update(&name, since);
+        }
+        w.finish();
+    }
+    out
+}
+
+/// Every member's checkpoint now (see `Handle::receiving_since`).
+fn checkpoints<R: Runtime + Clone>(
+    fleet: &Fleet<R>,
+) -> Vec<(Arc<str>, Option<std::time::SystemTime>)> {
+    fleet
+        .names()
+        .into_iter()
+        .filter_map(|n| fleet.handle(&n).map(|h| (n, h.receiving_since())))
+        .collect()
+}
+
+async fn run_session<R: Runtime + Clone>(
     fleet: &Fleet<R>,
     members: Vec<Member>,
     opts: &FleetOptions,
     mut signals: Shutdown,
     sleep: Sleep,
+    writer: &mut Option<Writer>,
 ) -> Result<u8, Failure> {
     let internal = || Failure::new(EXIT_INTERNAL, "the fleet's merged streams were taken twice");
     let mut notes = fleet.notifications().ok_or_else(internal)?;
@@ -174,7 +208,8 @@ async fn session<R: Runtime + Clone>(
     loop {
         let mut wave = Vec::new();
         for m in pending.by_ref().take(CONNECT_WAVE) {
-            wave.push(fleet.add(&m.name, m.config).map_err(add_failed)?);
+            let h = fleet.add_resuming(&m.name, m.config, m.resume_after);
+            wave.push(h.map_err(add_failed)?);
             book.running.insert(Arc::from(m.name.as_str()), ());
         }
         if wave.is_empty() {
@@ -202,15 +237,30 @@ async fn session<R: Runtime + Clone>(
     let every = opts.stats_interval;
     // One timer per stats period, kept across the loop's turns (not made anew on every wake).
     let mut ticker = every.map(|d| sleep(Instant::now() + d));
+    let mut checkpoint_timer = writer
+        .as_ref()
+        .map(|_| sleep(Instant::now() + CHECKPOINT_EVERY));
     loop {
         let wake = future::or(async { Wake::Signal(signals.recv().await) }, async {
             future::or(async { Wake::Report(reports.recv().await) }, async {
                 future::or(async { Wake::Note(notes.recv().await) }, async {
-                    match ticker.as_mut() {
-                        Some(t) => t.as_mut().await,
-                        None => future::pending().await,
-                    }
-                    Wake::Tick
+                    future::or(
+                        async {
+                            match ticker.as_mut() {
+                                Some(t) => t.as_mut().await,
+                                None => future::pending().await,
+                            }
+                            Wake::Tick
+                        },
+                        async {
+                            match checkpoint_timer.as_mut() {
+                                Some(t) => t.as_mut().await,
+                                None => future::pending().await,
+                            }
+                            Wake::Checkpoint
+                        },
+                    )
+                    .await
                 })
                 .await
             })
@@ -232,6 +282,21 @@ async fn session<R: Runtime + Clone>(
             Wake::Note(Some((name, n))) => print_note(&mut book, &name, &n),
             // The merged streams end only once the fleet is gone, which it is not while this runs.
             Wake::Report(None) | Wake::Note(None) => future::pending::<()>().await,
+            Wake::Checkpoint => {
+                checkpoint_timer = Some(sleep(Instant::now() + CHECKPOINT_EVERY));
+                // Read before printing what is queued: what a crash then loses lies after each value.
+                let values = checkpoints(fleet);
+                let failure = drain(&mut reports, &mut notes, &mut book, usize::MAX).await;
+                book.flush();
+                if let Some(w) = writer.as_mut() {
+                    for (name, since) in values {
+                        w.update(&name, since);
+                    }
+                }
+                if let Some(failure) = failure {
+                    return Err(failure);
+                }
+            }
             Wake::Tick => {
                 ticker = every.map(|d| sleep(Instant::now() + d));
                 let names: Vec<Arc<str>> = book.running.keys().cloned().collect();

@@ -7,7 +7,10 @@ use futures_lite::{future, StreamExt};
 use genesys_keepalive::{Config, Notification};
 use genesys_keepalive_async_std::{Options, RecvError, Report, Reports};
 
-use super::{connect_failed, finish_plot, stopped_stats, Outcome, RunOptions};
+use super::{
+    connect_failed, finish, finish_plot, save, stopped_stats, Checkpointer, Outcome, RunOptions,
+};
+use crate::checkpoint::CHECKPOINT_EVERY;
 use crate::failure::Failure;
 use crate::output;
 use crate::plot::Recorder;
@@ -84,6 +87,7 @@ enum Wake {
     Report(Result<Report, RecvError>),
     Notification(Option<Notification>),
     Tick,
+    Checkpoint,
 }
 
 async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
@@ -93,6 +97,7 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
     let options = Options {
         seed: opts.seed,
         extra_root_certs: opts.extra_roots,
+        resume_after: opts.state.as_ref().and_then(|s| s.resume_after),
         ..Options::default()
     };
 
@@ -116,6 +121,9 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
         .map(|path| Recorder::start(handle.clone(), started, path));
     let every = opts.stats_interval;
     let mut next_tick = every.map(|d| Instant::now() + d);
+    let mut checkpoints = Checkpointer::start(opts.state.as_ref());
+    let checkpoint_every = checkpoints.as_ref().map(|_| CHECKPOINT_EVERY);
+    let mut next_checkpoint = checkpoint_every.map(|d| Instant::now() + d);
     let mut reports_open = true;
     loop {
         // In priority order, like the tokio arm's biased select.
@@ -131,10 +139,16 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
                 },
                 future::or(
                     async { Wake::Notification(notifications.recv().await) },
-                    async {
-                        tick(&mut next_tick, every).await;
-                        Wake::Tick
-                    },
+                    future::or(
+                        async {
+                            tick(&mut next_tick, every).await;
+                            Wake::Tick
+                        },
+                        async {
+                            tick(&mut next_checkpoint, checkpoint_every).await;
+                            Wake::Checkpoint
+                        },
+                    ),
                 ),
             ),
         )
@@ -149,7 +163,14 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
                 })
                 .await;
                 drain(&mut reports).await;
-                output::emit_stats(&stats, true);
+                finish(
+                    &handle,
+                    &stats,
+                    &mut reports,
+                    &mut notifications,
+                    checkpoints,
+                )
+                .await;
                 finish_plot(plot)?;
                 return Ok(Outcome::Shutdown);
             }
@@ -161,12 +182,22 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
             }
             Wake::Notification(None) => break, // the machine stopped
             Wake::Tick => output::emit_stats(&handle.stats(), false),
+            Wake::Checkpoint => {
+                save(&mut checkpoints, &handle, &mut reports, &mut notifications).await
+            }
         }
     }
     let reason = handle.stopped().await;
     let stats = handle.shutdown().await; // waits for the task to end
     drain(&mut reports).await;
-    output::emit_stats(&stats, true);
+    finish(
+        &handle,
+        &stats,
+        &mut reports,
+        &mut notifications,
+        checkpoints,
+    )
+    .await;
     finish_plot(plot)?;
     Ok(Outcome::Stopped(reason))
 }
