@@ -153,15 +153,20 @@ async fn save(
     }
 }
 
+/// Reports dropped because stdout did not keep up.
+fn lagged(n: u64) {
+    tracing::warn!(
+        missed = n,
+        "stdout is too slow: {n} audit/alert/state reports were dropped"
+    );
+}
+
 /// Prints the reports and notifications already queued, without waiting for more.
 async fn print_queued(reports: &mut Reports, notes: &mut Notifications) {
     loop {
         match reports.try_recv() {
             Ok(r) => output::emit_report(r),
-            Err(TryRecvError::Lagged(n)) => tracing::warn!(
-                missed = n,
-                "stdout is too slow: {n} audit/alert/state reports were dropped"
-            ),
+            Err(TryRecvError::Lagged(n)) => lagged(n),
             Err(TryRecvError::Empty | TryRecvError::Closed) => break,
         }
     }
@@ -170,20 +175,24 @@ async fn print_queued(reports: &mut Reports, notes: &mut Notifications) {
     }
 }
 
-/// The end of a run that had connected: what is still queued is printed, then the final stats line,
-/// then the last checkpoint.
-async fn finish(
-    handle: &Handle,
-    stats: &Stats,
-    reports: &mut Reports,
-    notes: &mut Notifications,
-    cp: Option<Checkpointer>,
-) {
-    print_queued(reports, notes).await;
+/// What a run that had connected leaves to its end: the streams still to print, the checkpoint, the plot.
+struct Ending<'a> {
+    handle: &'a Handle,
+    reports: &'a mut Reports,
+    notes: &'a mut Notifications,
+    checkpoints: Option<Checkpointer>,
+    plot: Option<Recorder>,
+}
+
+/// The end of a run that had connected (its reports drained by the caller's runtime): what is still
+/// queued is printed, then the final stats line, then the last checkpoint, then the plot.
+async fn finish(end: Ending<'_>, stats: &Stats) -> Result<(), Failure> {
+    print_queued(end.reports, end.notes).await;
     output::emit_stats(stats, true);
-    if let Some(cp) = cp {
-        cp.finish(handle);
+    if let Some(cp) = end.checkpoints {
+        cp.finish(end.handle);
     }
+    finish_plot(end.plot)
 }
 
 /// The final stats line of a run interrupted before the first socket opened.
@@ -225,7 +234,8 @@ mod tokio_driver {
     use tokio::time::{Instant, Interval};
 
     use super::{
-        connect_failed, finish, finish_plot, save, stopped_stats, Checkpointer, Outcome, RunOptions,
+        connect_failed, finish, lagged, save, stopped_stats, Checkpointer, Ending, Outcome,
+        RunOptions,
     };
     use crate::checkpoint::CHECKPOINT_EVERY;
     use crate::failure::Failure;
@@ -256,13 +266,6 @@ mod tokio_driver {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(3), all).await;
-    }
-
-    fn lagged(n: u64) {
-        tracing::warn!(
-            missed = n,
-            "stdout is too slow: {n} audit/alert/state reports were dropped"
-        );
     }
 
     async fn tick(t: &mut Option<Interval>) {
@@ -331,8 +334,8 @@ mod tokio_driver {
                         }
                     };
                     drain(&mut reports).await;
-                    finish(&handle, &stats, &mut reports, &mut notifications, checkpoints).await;
-                    finish_plot(plot)?;
+                    let end = Ending { handle: &handle, reports: &mut reports, notes: &mut notifications, checkpoints, plot };
+                    finish(end, &stats).await?;
                     return Ok(Outcome::Shutdown);
                 }
                 r = reports.recv(), if reports_open => match r {
@@ -353,15 +356,14 @@ mod tokio_driver {
         let reason = handle.stopped().await;
         let stats = handle.shutdown().await; // waits for the task to end
         drain(&mut reports).await;
-        finish(
-            &handle,
-            &stats,
-            &mut reports,
-            &mut notifications,
+        let end = Ending {
+            handle: &handle,
+            reports: &mut reports,
+            notes: &mut notifications,
             checkpoints,
-        )
-        .await;
-        finish_plot(plot)?;
+            plot,
+        };
+        finish(end, &stats).await?;
         Ok(Outcome::Stopped(reason))
     }
 }

@@ -8,7 +8,7 @@ use genesys_keepalive::{Config, Notification};
 use genesys_keepalive_async_std::{Options, RecvError, Report, Reports};
 
 use super::{
-    connect_failed, finish, finish_plot, save, stopped_stats, Checkpointer, Outcome, RunOptions,
+    connect_failed, finish, lagged, save, stopped_stats, Checkpointer, Ending, Outcome, RunOptions,
 };
 use crate::checkpoint::CHECKPOINT_EVERY;
 use crate::failure::Failure;
@@ -61,13 +61,6 @@ async fn drain(reports: &mut Reports) {
         async_io::Timer::after(Duration::from_secs(3)).await;
     })
     .await;
-}
-
-fn lagged(n: u64) {
-    tracing::warn!(
-        missed = n,
-        "stdout is too slow: {n} audit/alert/state reports were dropped"
-    );
 }
 
 /// The next periodic stats tick (a missed tick is delayed, not burst).
@@ -163,15 +156,14 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
                 })
                 .await;
                 drain(&mut reports).await;
-                finish(
-                    &handle,
-                    &stats,
-                    &mut reports,
-                    &mut notifications,
+                let end = Ending {
+                    handle: &handle,
+                    reports: &mut reports,
+                    notes: &mut notifications,
                     checkpoints,
-                )
-                .await;
-                finish_plot(plot)?;
+                    plot,
+                };
+                finish(end, &stats).await?;
                 return Ok(Outcome::Shutdown);
             }
             Wake::Report(Ok(report)) => output::emit_report(report),
@@ -190,14 +182,13 @@ async fn session(config: Config, opts: RunOptions) -> Result<Outcome, Failure> {
     let reason = handle.stopped().await;
     let stats = handle.shutdown().await; // waits for the task to end
     drain(&mut reports).await;
-    finish(
-        &handle,
-        &stats,
-        &mut reports,
-        &mut notifications,
+    let end = Ending {
+        handle: &handle,
+        reports: &mut reports,
+        notes: &mut notifications,
         checkpoints,
-    )
-    .await;
-    finish_plot(plot)?;
+        plot,
+    };
+    finish(end, &stats).await?;
     Ok(Outcome::Stopped(reason))
 }
