@@ -34,6 +34,38 @@ impl WallClock {
             .as_millis() as u64
     }
 
+    /// The first instant at or after `at` whose wall-clock time is a whole multiple of `grid` since the Unix
+    /// epoch (`at` itself for a zero grid). Machines anchored in one process share the grid, so deadlines
+    /// rounded up with it fall due together.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant, UNIX_EPOCH};
+    /// use genesys_keepalive::time::WallClock;
+    /// let t = Instant::now();
+    /// let w = WallClock::new(t, UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+    /// let grid = Duration::from_millis(10);
+    /// assert_eq!(w.align_up(t, grid), t + Duration::from_millis(7));
+    /// assert_eq!(w.align_up(t + Duration::from_millis(7), grid), t + Duration::from_millis(7));
+    /// assert_eq!(w.align_up(t, Duration::ZERO), t);
+    /// ```
+    pub fn align_up(&self, at: Instant, grid: Duration) -> Instant {
+        let grid = grid.as_nanos();
+        if grid == 0 {
+            return at;
+        }
+        let Ok(since_epoch) = self.at(at).duration_since(UNIX_EPOCH) else {
+            return at;
+        };
+        match since_epoch.as_nanos() % grid {
+            0 => at,
+            // Below `grid`, which is at most a `Duration`'s nanoseconds of a bounded slack.
+            r => u64::try_from(grid - r)
+                .ok()
+                .and_then(|late| at.checked_add(Duration::from_nanos(late)))
+                .unwrap_or(at),
+        }
+    }
+
     /// ISO-8601 with milliseconds (the seed's `new Date().toISOString()`).
     ///
     /// ```

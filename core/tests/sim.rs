@@ -35,7 +35,20 @@ fn twenty_four_hours_with_30s_server_heartbeats_and_45s_idle_timeout_never_recon
         r.summary.delivered + r.summary.in_flight_at_end + r.summary.unreachable,
         r.summary.published
     );
-    assert!(r.summary.max_heartbeat_gap <= Duration::from_secs(20) + Duration::from_millis(1));
+    // A heartbeat runs late by at most the timer slack (wake-ups grouped on its grid), and the schedule
+    // keeps its 20 s rate: one full interval per heartbeat over the day, none stretched by the slack.
+    let slack = sc.config.timer_slack;
+    assert!(!slack.is_zero());
+    assert!(
+        r.summary.max_heartbeat_gap <= Duration::from_secs(20) + slack + Duration::from_millis(1),
+        "{:?}",
+        r.summary.max_heartbeat_gap
+    );
+    assert!(
+        r.stats.heartbeats_sent >= 24 * 180 - 1,
+        "{} heartbeats in 24 h at 20 s",
+        r.stats.heartbeats_sent
+    );
     // The channel lives 24 h: it was extended before it expired.
     assert!(
         r.stats.http_requests >= 4,

@@ -144,9 +144,18 @@ impl KeepAliveMachine {
         }
     }
 
-    pub(super) fn send_heartbeat(&mut self) {
+    /// Sends a heartbeat now: at once on a new socket (`due` is `None`), or for the timer due at `due`.
+    pub(super) fn send_heartbeat(&mut self, due: Option<Instant>) {
         let interval = self.interval();
         let now = self.now;
+        // The next one is an interval after the deadline when this one ran late by no more than the slack (a
+        // grouped wake-up must not stretch the schedule), and never closer than `min_interval` to this one.
+        let next = match due {
+            Some(due) if now.saturating_duration_since(due) <= self.timer_slack() => {
+                (due + interval).max(now + self.config.min_interval)
+            }
+            _ => now + interval,
+        };
         let Some(conn) = self.active.as_ref() else {
             return;
         };
@@ -165,7 +174,7 @@ impl KeepAliveMachine {
         self.heartbeat.next_seq += 1;
         let seq = self.heartbeat.next_seq;
         let text = self.heartbeat_frame(seq, interval);
-        self.timers.set(Timer::Heartbeat, now + interval);
+        self.timers.set(Timer::Heartbeat, next);
         match text {
             Ok(text) if text.len() <= self.config.max_payload_bytes => {
                 self.enqueue_frame(FrameKind::Heartbeat { seq }, text);

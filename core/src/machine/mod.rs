@@ -209,14 +209,22 @@ impl KeepAliveMachine {
         action
     }
 
-    /// When to call `handle(now, Event::Tick)` next. Once stopped, only the linger deadline of a socket
-    /// still closing; `None` when [`KeepAliveMachine::is_finished`].
+    /// When to call `handle(now, Event::Tick)` next: the earliest deadline, rounded up to the
+    /// [`Config::timer_slack`] grid of the wall clock so that machines in one process fall due together.
+    /// Once stopped, only the linger deadline of a socket still closing; `None` when
+    /// [`KeepAliveMachine::is_finished`]. A tick before it fires nothing that is not due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.is_stopped() {
+        let deadline = if self.is_stopped() {
             self.timers.get(Timer::Linger)
         } else {
             self.timers.next()
-        }
+        };
+        deadline.map(|d| self.wall.align_up(d, self.timer_slack()))
+    }
+
+    /// The slack used: [`Config::timer_slack`], at most a tenth of `min_interval`.
+    fn timer_slack(&self) -> std::time::Duration {
+        self.config.timer_slack.min(self.config.min_interval / 10)
     }
 
     /// Stopped, and every socket closed or discarded: nothing will ever be asked of the driver again.
@@ -320,7 +328,7 @@ impl KeepAliveMachine {
                     .heartbeat_lateness
                     .record(self.now.saturating_duration_since(deadline));
             }
-            self.on_timer(timer);
+            self.on_timer(timer, deadline);
             if self.is_stopped() {
                 return;
             }
@@ -328,9 +336,9 @@ impl KeepAliveMachine {
     }
 
     /// Each timer to the concern that armed it.
-    fn on_timer(&mut self, timer: Timer) {
+    fn on_timer(&mut self, timer: Timer, deadline: Instant) {
         match timer {
-            Timer::Heartbeat => self.send_heartbeat(),
+            Timer::Heartbeat => self.send_heartbeat(Some(deadline)),
             Timer::AckTimeout => self.on_ack_timeout(),
             Timer::Idle => self.on_idle_timeout(),
             Timer::MinUptime => self.on_min_uptime(),

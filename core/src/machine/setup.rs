@@ -261,7 +261,7 @@ impl KeepAliveMachine {
             self.start_drain(old, covered);
         }
         // Probe the new path at once.
-        self.send_heartbeat();
+        self.send_heartbeat(None);
     }
 
     pub(super) fn setup_failed(&mut self, error: String) {

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::region::{Region, UnknownRegion};
 use crate::secret::Secret;
 
+mod builder;
+pub use builder::ConfigBuilder;
+
 /// The smallest `max_payload_bytes` that fits a heartbeat frame.
 pub const MIN_PAYLOAD_BYTES: usize = 384;
 
@@ -192,7 +195,19 @@ pub struct Config {
     /// peers and every other audit event still come; a fleet of many connections is spared an entry per
     /// heartbeat per connection that nobody reads.
     pub audit_send_success: bool,
+    /// How late a timer may run so that many connections in one process wake together (default 10 ms; at
+    /// most 1,000 ms; 0 wakes at every deadline exactly). [`crate::KeepAliveMachine::poll_timeout`] rounds
+    /// the earliest deadline up to the next whole multiple of this on the wall clock, the same grid for every
+    /// machine, so a runtime serving thousands of sockets is woken once for the ones falling due in the same
+    /// slot instead of once each. Timers still fire by their own deadlines, and the heartbeat schedule keeps
+    /// its rate (it advances from the deadline, not from the late wake). The slack used is at most a tenth of
+    /// `min_interval_ms`.
+    #[serde(rename = "timer_slack_ms", with = "ms")]
+    pub timer_slack: Duration,
 }
+
+/// The largest [`Config::timer_slack`] accepted.
+pub const MAX_TIMER_SLACK: Duration = Duration::from_millis(1_000);
 
 impl Default for Config {
     fn default() -> Self {
@@ -231,6 +246,7 @@ impl Default for Config {
             rollover_deadline: Duration::from_millis(55_000),
             dedup_window: 1024,
             audit_send_success: true,
+            timer_slack: Duration::from_millis(10),
         }
     }
 }
@@ -334,6 +350,16 @@ impl Config {
         let ms = |d: Duration| d.as_millis();
         if self.min_interval.is_zero() {
             bad("min_interval_ms", "must be above 0".into());
+        }
+        if self.timer_slack > MAX_TIMER_SLACK {
+            bad(
+                "timer_slack_ms",
+                format!(
+                    "{} ms is above {} ms: a timer may run late by at most a second",
+                    ms(self.timer_slack),
+                    ms(MAX_TIMER_SLACK)
+                ),
+            );
         }
         for (name, d) in [
             ("interval_matrix.stable_ms", m.stable),
@@ -518,133 +544,6 @@ fn trim_base(mut s: String) -> String {
         s.pop();
     }
     s
-}
-
-/// Builds a [`Config`]; every setter has the field's name.
-#[derive(Debug, Clone)]
-pub struct ConfigBuilder {
-    config: Config,
-}
-
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
-        $( $(#[$doc])* pub fn $name(mut self, value: $ty) -> Self { self.config.$name = value; self } )*
-    };
-}
-
-impl ConfigBuilder {
-    setters! {
-        /// Sets [`Config::profile`].
-        profile: ProfileKind,
-        /// Sets [`Config::allow_insecure`].
-        allow_insecure: bool,
-        /// Sets [`Config::interval_matrix`].
-        interval_matrix: IntervalMatrix,
-        /// Sets [`Config::min_interval`].
-        min_interval: Duration,
-        /// Sets [`Config::max_idle`].
-        max_idle: Duration,
-        /// Sets [`Config::ack_timeout`].
-        ack_timeout: Duration,
-        /// Sets [`Config::max_missed_acks`].
-        max_missed_acks: u32,
-        /// Sets [`Config::max_payload_bytes`].
-        max_payload_bytes: usize,
-        /// Sets [`Config::max_inbound_bytes`].
-        max_inbound_bytes: usize,
-        /// Sets [`Config::rtt_window`].
-        rtt_window: usize,
-        /// Sets [`Config::latency_threshold`].
-        latency_threshold: Duration,
-        /// Sets [`Config::recovery_samples`].
-        recovery_samples: u32,
-        /// Sets [`Config::max_packet_loss`].
-        max_packet_loss: f64,
-        /// Sets [`Config::backoff_base`].
-        backoff_base: Duration,
-        /// Sets [`Config::backoff_factor`].
-        backoff_factor: u32,
-        /// Sets [`Config::backoff_max`].
-        backoff_max: Duration,
-        /// Sets [`Config::max_reconnect_attempts`].
-        max_reconnect_attempts: u32,
-        /// Sets [`Config::min_uptime`].
-        min_uptime: Duration,
-        /// Sets [`Config::connect_timeout`].
-        connect_timeout: Duration,
-        /// Sets [`Config::token_refresh_margin`].
-        token_refresh_margin: Duration,
-        /// Sets [`Config::request_timeout`].
-        request_timeout: Duration,
-        /// Sets [`Config::retry_after_default`].
-        retry_after_default: Duration,
-        /// Sets [`Config::retry_budget`].
-        retry_budget: Duration,
-        /// Sets [`Config::resubscribe_margin`].
-        resubscribe_margin: Duration,
-        /// Sets [`Config::rollover_deadline`].
-        rollover_deadline: Duration,
-        /// Sets [`Config::dedup_window`].
-        dedup_window: usize,
-        /// Sets [`Config::audit_send_success`].
-        audit_send_success: bool,
-    }
-
-    /// Sets the OAuth client id and secret.
-    pub fn credentials(mut self, client_id: impl Into<String>, secret: Secret) -> Self {
-        self.config.client_id = Some(client_id.into());
-        self.config.client_secret = Some(secret);
-        self
-    }
-
-    /// Sets the region from a name or a domain.
-    pub fn region(mut self, region: &str) -> Result<Self, UnknownRegion> {
-        self.config.region = region.parse()?;
-        Ok(self)
-    }
-
-    /// Overrides the API base URL.
-    pub fn api_base(mut self, url: impl Into<String>) -> Self {
-        self.config.api_base = Some(url.into());
-        self
-    }
-
-    /// Overrides the login base URL.
-    pub fn login_base(mut self, url: impl Into<String>) -> Self {
-        self.config.login_base = Some(url.into());
-        self
-    }
-
-    /// Sets the socket URL (keepalive-frame profile).
-    pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.config.url = Some(url.into());
-        self
-    }
-
-    /// Adds one topic.
-    pub fn topic(mut self, topic: impl Into<String>) -> Self {
-        self.config.topics.push(topic.into());
-        self
-    }
-
-    /// Sets the heartbeat interval in the seed's proportions (`d`, `d/2`, `d/4`) and lowers `min_interval`
-    /// to `d/4` if it was higher: one call for compressed test timings.
-    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
-        self.config.interval_matrix = IntervalMatrix::scaled(d);
-        self.config.min_interval = self.config.min_interval.min(d / 4);
-        self
-    }
-
-    /// Validates and returns the configuration.
-    pub fn build(self) -> Result<Config, ConfigError> {
-        self.config.validate()?;
-        Ok(self.config)
-    }
-
-    /// Returns the configuration without validating it (the machine validates it anyway).
-    pub fn build_unchecked(self) -> Config {
-        self.config
-    }
 }
 
 /// Serde helper: a `Duration` as whole milliseconds.
