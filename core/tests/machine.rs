@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use genesys_keepalive::{Action, AuditEvent, Event};
+use genesys_keepalive::{Action, AlertEvent, AuditEvent, Event, State};
 
 #[test]
 fn a_socket_that_never_opens_is_closed_once_and_retried() {
@@ -353,4 +353,54 @@ fn send_success_audits_can_be_turned_off_and_nothing_else_goes_with_them() {
     );
     assert!(dead_on >= 1);
     assert_eq!(dead_off, dead_on, "other audits still come");
+}
+
+/// Karn's rule for id-less pongs: with two heartbeats outstanding, a pong could answer either, so it
+/// counts as an answer but gives no RTT sample. Timed from the oldest (a lost first probe), it read as
+/// the whole wait between the two heartbeats and turned a healthy connection DEGRADED (the simulated
+/// week's seed 2129462009, in its last fault-free hour).
+#[test]
+fn an_ambiguous_pong_counts_as_answered_but_is_not_timed() {
+    let mut h = H::new(notifications_config());
+    let s = h.establish_notifications();
+    assert_eq!(h.heartbeats(s).len(), 1, "the first heartbeat goes on open");
+    // The first is lost: the next heartbeat goes while it is still outstanding.
+    while h.heartbeats(s).len() < 2 {
+        let next = h.m.poll_timeout().expect("a heartbeat is due");
+        h.advance(next.saturating_duration_since(h.now));
+    }
+    let (first, second) = (h.heartbeats(s)[0].0, h.heartbeats(s)[1].0);
+    assert!(
+        second - first >= Duration::from_millis(2_000),
+        "the second heartbeat {:?} after the first",
+        second - first
+    );
+    assert!(
+        second - first < h.m.config().ack_timeout,
+        "both are outstanding"
+    );
+    h.advance(Duration::from_millis(200));
+    h.frame(s, PONG);
+    let st = h.m.stats();
+    assert_eq!(st.heartbeats_acked, 1, "the pong answers one heartbeat");
+    assert_eq!(st.rtt_samples, 0, "but which one is unknown: no RTT sample");
+    assert_eq!(st.rtt_histogram.count(), 0);
+    assert_eq!(st.state, State::Stable, "the first answer makes it stable");
+    let slow = |a: &Action| matches!(a, Action::Alert(al) if al.event == AlertEvent::LatencyThresholdExceeded);
+    assert_eq!(h.count(slow), 0, "no latency alert from a guess");
+    // With one heartbeat outstanding the next pong is timed again.
+    while h.heartbeats(s).len() < 3 {
+        let next = h.m.poll_timeout().expect("a heartbeat is due");
+        h.advance(next.saturating_duration_since(h.now));
+    }
+    h.advance(Duration::from_millis(150));
+    h.frame(s, PONG);
+    let st = h.m.stats();
+    assert_eq!(st.rtt_samples, 1);
+    assert!(
+        (149.0..=151.0).contains(&st.avg_latency_ms),
+        "{}",
+        st.avg_latency_ms
+    );
+    assert_eq!(st.state, State::Stable);
 }

@@ -182,6 +182,13 @@ fn replay(seed: u64) {
     for e in &r.trace[from..to] {
         println!("+{:>12} ms {}", e.at.as_millis(), e.what);
     }
+    // And the end, where a machine that ended unhealthy shows why.
+    if to < r.trace.len() {
+        println!("...");
+        for e in &r.trace[r.trace.len().saturating_sub(60).max(to)..] {
+            println!("+{:>12} ms {}", e.at.as_millis(), e.what);
+        }
+    }
     println!("summary: {:?}", r.summary);
     if let Some(why) = verdict(&sc, &r) {
         panic!("seed {seed}: {why}");

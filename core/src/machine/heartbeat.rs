@@ -379,18 +379,25 @@ impl KeepAliveMachine {
             };
             return self.audit(AuditEvent::UnmatchedAck, 0, Some(why));
         };
+        // Karn's rule: a pong without an id while more than one heartbeat is outstanding may answer
+        // any of them, so it gives no RTT sample. Timing it from the oldest would report a lost
+        // heartbeat's whole wait as latency (a lost first probe after a reconnect, then a pong for
+        // the second one 200 ms after it, read as 5 s and turned the connection DEGRADED).
+        let ambiguous = seq.is_none() && conn.outstanding.len() > 1;
         // The answered heartbeat gives the RTT; the older ones count as answered without a sample.
         let mut implicit = 0u64;
-        let mut rtt = Duration::ZERO;
+        let mut rtt = None;
         for i in 0..=pos {
             let Some(o) = conn.outstanding.pop_front() else {
                 break;
             };
-            if i == pos {
-                rtt = now.saturating_duration_since(o.sent_at);
-                conn.receiving_since = o.sent_at;
+            if i == pos && !ambiguous {
+                rtt = Some(now.saturating_duration_since(o.sent_at));
             } else {
                 implicit += 1;
+            }
+            if i == pos {
+                conn.receiving_since = o.sent_at;
             }
         }
         conn.missed_acks = 0;
@@ -406,13 +413,18 @@ impl KeepAliveMachine {
         for _ in 0..implicit {
             self.heartbeat.latency.record_answered();
         }
-        self.stats.heartbeats_acked += implicit + 1;
-        self.heartbeat.latency.record_rtt(rtt);
-        self.stats.rtt_histogram.record(rtt);
+        self.stats.heartbeats_acked += implicit;
+        if let Some(rtt) = rtt {
+            self.stats.heartbeats_acked += 1;
+            self.heartbeat.latency.record_rtt(rtt);
+            self.stats.rtt_histogram.record(rtt);
+        }
         if first_ack && matches!(self.state, State::Connecting | State::Reconnecting) {
             self.set_state(State::Stable);
         }
-        self.evaluate_latency(rtt);
+        if let Some(rtt) = rtt {
+            self.evaluate_latency(rtt);
+        }
         self.check_loss();
     }
 
