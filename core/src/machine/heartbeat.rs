@@ -413,9 +413,8 @@ impl KeepAliveMachine {
         for _ in 0..implicit {
             self.heartbeat.latency.record_answered();
         }
-        self.stats.heartbeats_acked += implicit;
+        self.stats.heartbeats_acked += implicit + u64::from(rtt.is_some());
         if let Some(rtt) = rtt {
-            self.stats.heartbeats_acked += 1;
             self.heartbeat.latency.record_rtt(rtt);
             self.stats.rtt_histogram.record(rtt);
         }
