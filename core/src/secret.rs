@@ -1,11 +1,13 @@
 //! A string that never prints: client secrets and access tokens.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A credential (client secret, access token). `Debug`, `Display` and `Serialize` print `[redacted]`;
-/// only [`Secret::expose`] gives the value, and only code that must send it calls that.
+/// only [`Secret::expose`] gives the value, and only code that must send it calls that. Clones share the
+/// value (the machine keeps a token both to send and to scrub from what it prints).
 ///
 /// ```
 /// use genesys_keepalive::Secret;
@@ -14,12 +16,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// assert_eq!(s.expose(), "hunter2");
 /// ```
 #[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
+pub struct Secret(Arc<str>);
 
 impl Secret {
     /// Wraps a credential.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(Arc::from(value.into()))
     }
 
     /// The credential itself, for the one place that must send it.
@@ -53,18 +55,18 @@ impl Serialize for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        String::deserialize(d).map(Secret::from)
     }
 }
 
 impl From<String> for Secret {
     fn from(s: String) -> Self {
-        Secret(s)
+        Secret(Arc::from(s))
     }
 }
 
 impl From<&str> for Secret {
     fn from(s: &str) -> Self {
-        Secret(s.to_owned())
+        Secret(Arc::from(s))
     }
 }
