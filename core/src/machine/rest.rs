@@ -187,6 +187,11 @@ impl KeepAliveMachine {
             return;
         }
         if let Some(attempt) = self.rest.queue.pop_front() {
+            if self.rest.queue.is_empty() {
+                // REST calls come in bursts (connecting, a rollover); between them a connection holds
+                // no queue's buffer.
+                self.rest.queue = VecDeque::new();
+            }
             self.send_rest(attempt);
         }
     }
