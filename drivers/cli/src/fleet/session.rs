@@ -233,6 +233,9 @@ async fn run_session<R: Runtime + Clone>(
         }
         book.flush();
     }
+    // The members' buffer (each entry held a whole configuration) is not needed once every one has
+    // started: freed here, not when the session ends.
+    drop(pending);
     if book.running.is_empty() {
         tracing::warn!("no connection to run (is this shard empty?); waiting for SIGINT/SIGTERM");
     }
