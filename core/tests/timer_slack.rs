@@ -20,9 +20,11 @@ fn off_grid(wall: SystemTime, grid: Duration) -> u128 {
 /// One heartbeat interval in every state (20 s), so that the schedule does not change with the state.
 const INTERVAL: Duration = Duration::from_secs(20);
 
+/// `slack`, and no heartbeat phase grid (tests/heartbeat_phases.rs has that): the slack on its own.
 fn with_slack(slack: Duration) -> Config {
     let mut c = keepalive_config();
     c.timer_slack = slack;
+    c.heartbeat_phases = 0;
     c.interval_matrix = genesys_keepalive::IntervalMatrix {
         stable: INTERVAL,
         degraded: INTERVAL,

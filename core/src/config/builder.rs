@@ -76,6 +76,8 @@ impl ConfigBuilder {
         audit_send_success: bool,
         /// Sets [`Config::timer_slack`].
         timer_slack: Duration,
+        /// Sets [`Config::heartbeat_phases`].
+        heartbeat_phases: u32,
     }
 
     /// Sets the OAuth client id and secret.

@@ -204,10 +204,22 @@ pub struct Config {
     /// `min_interval_ms`.
     #[serde(rename = "timer_slack_ms", with = "ms")]
     pub timer_slack: Duration,
+    /// How many shared phases per interval the heartbeats keep to (default 10; at most 1,000; 0 keeps each
+    /// connection's own phase). A heartbeat is scheduled an interval after the last one and then, when
+    /// that is not on the grid already, moved later to the next whole multiple of `interval / phases` on
+    /// the wall clock: at most a tenth of an interval by default, and once (the schedule then stays on the
+    /// grid). Connections of one process that opened at different moments thus send theirs in at most this
+    /// many bursts per interval, and a runtime serving thousands of them wakes that many times, not once per
+    /// connection: what a wake costs (an executor thread unparked, a reactor turn) is shared by all the
+    /// connections of a burst.
+    pub heartbeat_phases: u32,
 }
 
 /// The largest [`Config::timer_slack`] accepted.
 pub const MAX_TIMER_SLACK: Duration = Duration::from_millis(1_000);
+
+/// The largest [`Config::heartbeat_phases`] accepted.
+pub const MAX_HEARTBEAT_PHASES: u32 = 1_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -247,6 +259,7 @@ impl Default for Config {
             dedup_window: 1024,
             audit_send_success: true,
             timer_slack: Duration::from_millis(10),
+            heartbeat_phases: 10,
         }
     }
 }
@@ -358,6 +371,15 @@ impl Config {
                     "{} ms is above {} ms: a timer may run late by at most a second",
                     ms(self.timer_slack),
                     ms(MAX_TIMER_SLACK)
+                ),
+            );
+        }
+        if self.heartbeat_phases > MAX_HEARTBEAT_PHASES {
+            bad(
+                "heartbeat_phases",
+                format!(
+                    "{} is above {MAX_HEARTBEAT_PHASES}: use 0 to keep each connection's own phase",
+                    self.heartbeat_phases
                 ),
             );
         }

@@ -139,8 +139,20 @@ impl KeepAliveMachine {
             return;
         };
         if let Some(last) = conn.last_heartbeat_at {
-            let next = (last + self.interval()).max(self.now);
+            let interval = self.interval();
+            let next = self.on_phase(last + interval, interval).max(self.now);
             self.timers.set(Timer::Heartbeat, next);
+        }
+    }
+
+    /// `at`, or the next point after it on the heartbeat phase grid (a [`Config::heartbeat_phases`]-th of
+    /// `interval` on the wall clock, shared by every machine).
+    ///
+    /// [`Config::heartbeat_phases`]: crate::Config::heartbeat_phases
+    fn on_phase(&self, at: Instant, interval: Duration) -> Instant {
+        match self.config.heartbeat_phases {
+            0 => at,
+            phases => self.wall.align_up(at, interval / phases),
         }
     }
 
@@ -149,12 +161,13 @@ impl KeepAliveMachine {
         let interval = self.interval();
         let now = self.now;
         // The next one is an interval after the deadline when this one ran late by no more than the slack (a
-        // grouped wake-up must not stretch the schedule), and never closer than `min_interval` to this one.
+        // grouped wake-up must not stretch the schedule), and never closer than `min_interval` to this one;
+        // on the phase grid either way (a no-op once the schedule is on it).
         let next = match due {
-            Some(due) if now.saturating_duration_since(due) <= self.timer_slack() => {
-                (due + interval).max(now + self.config.min_interval)
-            }
-            _ => now + interval,
+            Some(due) if now.saturating_duration_since(due) <= self.timer_slack() => self
+                .on_phase(due + interval, interval)
+                .max(now + self.config.min_interval),
+            _ => self.on_phase(now + interval, interval),
         };
         let Some(conn) = self.active.as_ref() else {
             return;

@@ -68,7 +68,8 @@ pub enum Invariant {
     /// by the first `handle` at or after that deadline.
     IdleTimeout,
     /// Heartbeats never stop: an open socket with no frame in flight gets a heartbeat at most the longest
-    /// interval after its last heartbeat, its last written frame, or its opening.
+    /// interval (and one step of the phase grid, a `heartbeat_phases`-th of it) after its last heartbeat,
+    /// its last written frame, or its opening.
     HeartbeatCadence,
     /// No request or handshake carries a bearer token after its expiry, or one that was never issued.
     ExpiredToken,
@@ -240,7 +241,13 @@ impl Checker {
         let config: &Config = machine.config();
         Checker {
             min_interval: config.min_interval,
-            longest_interval: config.interval_matrix.longest(),
+            longest_interval: {
+                let longest = config.interval_matrix.longest();
+                match config.heartbeat_phases {
+                    0 => longest,
+                    phases => longest + longest / phases,
+                }
+            },
             max_idle: config.max_idle,
             // A rollover's old socket is drained for at most the larger of the rollover linger (5 s)
             // and the ack timeout (core/src/machine/drain.rs).

@@ -1,0 +1,158 @@
+//! `Config::heartbeat_phases`: the heartbeats of machines that opened at different moments keep to a few
+//! shared phases of the wall clock, so that a process with thousands of connections wakes a few times per
+//! interval rather than once per connection; no heartbeat goes before an interval has passed, none later
+//! than one grid step after it, and the schedule keeps its rate.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{keepalive_config, H};
+use genesys_keepalive::{Config, Event, IntervalMatrix, SocketId};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// One heartbeat interval in every state, so that the schedule does not change with the state.
+const INTERVAL: Duration = Duration::from_secs(20);
+
+/// A tenth of the interval: the grid step of the default ten phases.
+const STEP: Duration = Duration::from_secs(2);
+
+fn with_phases(phases: u32, slack: Duration) -> Config {
+    let mut c = keepalive_config();
+    c.heartbeat_phases = phases;
+    c.timer_slack = slack;
+    c.interval_matrix = IntervalMatrix {
+        stable: INTERVAL,
+        degraded: INTERVAL,
+        reconnecting: INTERVAL,
+    };
+    c
+}
+
+/// Nanoseconds past a whole multiple of `grid` on the wall clock.
+fn off_grid(wall: SystemTime, grid: Duration) -> u128 {
+    wall.duration_since(UNIX_EPOCH).unwrap().as_nanos() % grid.as_nanos()
+}
+
+fn ack_last(h: &mut H, s: SocketId) {
+    let hb = h.heartbeats(s).last().unwrap().1.clone();
+    let seq = serde_json::from_str::<serde_json::Value>(&hb).unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    h.frame(s, &format!(r#"{{"type":"KEEP_ALIVE_ACK","seq":{seq}}}"#));
+}
+
+/// A machine of this process (same wall clock as every other `H`) whose socket opens `after` its start;
+/// returns it with the socket, once the first heartbeat (sent at once on opening) is answered.
+fn opened_after(config: Config, after: Duration) -> (H, SocketId) {
+    let mut h = H::new(config);
+    let (socket, _, _) = h.pending_connect().expect("connect");
+    h.now = h.start + after;
+    h.feed(Event::Opened { socket });
+    assert_eq!(
+        h.heartbeats(socket).len(),
+        1,
+        "the first heartbeat goes at once"
+    );
+    ack_last(&mut h, socket);
+    (h, socket)
+}
+
+#[test]
+fn ten_phases_by_default_and_more_than_a_thousand_are_refused() {
+    assert_eq!(Config::default().heartbeat_phases, 10);
+    let mut c = keepalive_config();
+    c.heartbeat_phases = 1_001;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("heartbeat_phases"), "{err}");
+    c.heartbeat_phases = 1_000;
+    c.validate().expect("a thousand is accepted");
+    let parsed: Config = toml::from_str("heartbeat_phases = 0").unwrap();
+    assert_eq!(parsed.heartbeat_phases, 0);
+    let built = Config::builder()
+        .url("wss://gw.example.com/ws")
+        .profile(genesys_keepalive::ProfileKind::KeepaliveFrame)
+        .heartbeat_phases(4)
+        .build()
+        .unwrap();
+    assert_eq!(built.heartbeat_phases, 4);
+}
+
+#[test]
+fn machines_opened_at_fifty_moments_send_their_next_heartbeats_in_at_most_ten_phases() {
+    // Fifty sockets opening over 9 s, each at its own moment (none on a grid point).
+    let offsets: Vec<Duration> = (0..50u64).map(|i| ms(i * 181 + 7)).collect();
+    let dues = |phases: u32| {
+        let mut walls = BTreeSet::new();
+        for &after in &offsets {
+            let (h, s) = opened_after(with_phases(phases, ms(10)), after);
+            let opened = h.start + after;
+            let due = h.m.poll_timeout().unwrap();
+            assert_eq!(h.heartbeats(s)[0].0, after, "sent on opening");
+            // Never before an interval has passed, never later than a step (and the slack's grid) after it.
+            assert!(due >= opened + INTERVAL, "{phases} phases, {after:?}");
+            let step = if phases == 0 { ms(10) } else { STEP };
+            assert!(due < opened + INTERVAL + step, "{phases} phases, {after:?}");
+            walls.insert(h.m.wall_clock().at(due));
+        }
+        walls
+    };
+    let phased = dues(10);
+    for w in &phased {
+        assert_eq!(off_grid(*w, STEP), 0, "on the 2 s grid: {w:?}");
+    }
+    // 9 s of openings fall into five 2 s steps: five wakes for fifty heartbeats.
+    assert!(phased.len() <= 5, "{} distinct deadlines", phased.len());
+    // Without phases every machine keeps its own (181 ms apart: no two in one 10 ms slot of the slack).
+    assert_eq!(dues(0).len(), 50);
+}
+
+#[test]
+fn on_the_grid_the_schedule_keeps_its_rate_and_a_late_wake_returns_to_the_grid() {
+    let (mut h, s) = opened_after(with_phases(10, ms(10)), ms(3_701));
+    let mut deadlines = Vec::new();
+    // A driver that always wakes 4 ms past what it asked (within the slack); every heartbeat answered.
+    while deadlines.len() < 30 {
+        let before = h.heartbeats(s).len();
+        let due = h.m.poll_timeout().unwrap();
+        h.now = due + ms(4);
+        h.feed(Event::Tick);
+        if h.heartbeats(s).len() > before {
+            deadlines.push(due);
+            ack_last(&mut h, s);
+        }
+    }
+    for d in &deadlines {
+        assert_eq!(off_grid(h.m.wall_clock().at(*d), STEP), 0);
+    }
+    for w in deadlines.windows(2) {
+        assert_eq!(w[1] - w[0], INTERVAL, "one interval apart once on the grid");
+    }
+    // Woken a second late (past the slack): the next one is at least an interval after it, back on the grid.
+    let due = h.m.poll_timeout().unwrap();
+    h.now = due + ms(1_000);
+    let before = h.heartbeats(s).len();
+    h.feed(Event::Tick);
+    assert_eq!(h.heartbeats(s).len(), before + 1, "the late heartbeat went");
+    ack_last(&mut h, s);
+    let next = h.m.poll_timeout().unwrap();
+    assert!(next >= h.now + INTERVAL, "{:?}", next - h.now);
+    assert!(next < h.now + INTERVAL + STEP, "{:?}", next - h.now);
+    assert_eq!(off_grid(h.m.wall_clock().at(next), STEP), 0);
+}
+
+#[test]
+fn no_phases_keeps_each_connections_own_phase() {
+    let (h, s) = opened_after(with_phases(0, Duration::ZERO), ms(3_701));
+    let due = h.m.poll_timeout().unwrap();
+    assert_eq!(h.heartbeats(s)[0].0, ms(3_701));
+    assert_eq!(
+        due,
+        h.start + ms(3_701) + INTERVAL,
+        "an interval after opening, exactly"
+    );
+}
