@@ -132,9 +132,18 @@ fn on_the_grid_the_schedule_keeps_its_rate_and_a_late_wake_returns_to_the_grid()
     for w in deadlines.windows(2) {
         assert_eq!(w[1] - w[0], INTERVAL, "one interval apart once on the grid");
     }
-    // Woken a second late (past the slack): the next one is at least an interval after it, back on the grid.
+    // Woken 1.9 s late (past the slack, within a step: the tail of a burst of many connections sharing the
+    // phase): the schedule holds, the next one an interval after the deadline.
     let due = h.m.poll_timeout().unwrap();
-    h.now = due + ms(1_000);
+    h.now = due + ms(1_900);
+    let before = h.heartbeats(s).len();
+    h.feed(Event::Tick);
+    assert_eq!(h.heartbeats(s).len(), before + 1, "the late heartbeat went");
+    ack_last(&mut h, s);
+    assert_eq!(h.m.poll_timeout().unwrap(), due + INTERVAL, "not stretched");
+    // Woken 2.5 s late (more than a step): the next one is at least an interval after it, back on the grid.
+    let due = h.m.poll_timeout().unwrap();
+    h.now = due + ms(2_500);
     let before = h.heartbeats(s).len();
     h.feed(Event::Tick);
     assert_eq!(h.heartbeats(s).len(), before + 1, "the late heartbeat went");

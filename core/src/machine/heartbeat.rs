@@ -150,9 +150,14 @@ impl KeepAliveMachine {
     ///
     /// [`Config::heartbeat_phases`]: crate::Config::heartbeat_phases
     fn on_phase(&self, at: Instant, interval: Duration) -> Instant {
+        self.wall.align_up(at, self.phase_step(interval))
+    }
+
+    /// The phase grid's step for `interval` (zero, no grid, with no phases).
+    fn phase_step(&self, interval: Duration) -> Duration {
         match self.config.heartbeat_phases {
-            0 => at,
-            phases => self.wall.align_up(at, interval / phases),
+            0 => Duration::ZERO,
+            phases => interval / phases,
         }
     }
 
@@ -160,11 +165,13 @@ impl KeepAliveMachine {
     pub(super) fn send_heartbeat(&mut self, due: Option<Instant>) {
         let interval = self.interval();
         let now = self.now;
-        // The next one is an interval after the deadline when this one ran late by no more than the slack (a
-        // grouped wake-up must not stretch the schedule), and never closer than `min_interval` to this one;
+        // The next one is an interval after the deadline when this one ran late by no more than the slack or
+        // a step of the phase grid (a grouped wake-up, or the tail of a burst of many connections' heartbeats
+        // sharing a phase, must not stretch the schedule), and never closer than `min_interval` to this one;
         // on the phase grid either way (a no-op once the schedule is on it).
+        let tolerance = self.timer_slack().max(self.phase_step(interval));
         let next = match due {
-            Some(due) if now.saturating_duration_since(due) <= self.timer_slack() => self
+            Some(due) if now.saturating_duration_since(due) <= tolerance => self
                 .on_phase(due + interval, interval)
                 .max(now + self.config.min_interval),
             _ => self.on_phase(now + interval, interval),
