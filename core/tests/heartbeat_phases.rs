@@ -6,9 +6,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{keepalive_config, H};
+use common::{keepalive_config, off_grid, H};
 use genesys_keepalive::{Config, Event, IntervalMatrix, SocketId};
 
 fn ms(n: u64) -> Duration {
@@ -33,19 +33,6 @@ fn with_phases(phases: u32, slack: Duration) -> Config {
     c
 }
 
-/// Nanoseconds past a whole multiple of `grid` on the wall clock.
-fn off_grid(wall: SystemTime, grid: Duration) -> u128 {
-    wall.duration_since(UNIX_EPOCH).unwrap().as_nanos() % grid.as_nanos()
-}
-
-fn ack_last(h: &mut H, s: SocketId) {
-    let hb = h.heartbeats(s).last().unwrap().1.clone();
-    let seq = serde_json::from_str::<serde_json::Value>(&hb).unwrap()["seq"]
-        .as_u64()
-        .unwrap();
-    h.frame(s, &format!(r#"{{"type":"KEEP_ALIVE_ACK","seq":{seq}}}"#));
-}
-
 /// A machine of this process (same wall clock as every other `H`) whose socket opens `after` its start;
 /// returns it with the socket, once the first heartbeat (sent at once on opening) is answered.
 fn opened_after(config: Config, after: Duration) -> (H, SocketId) {
@@ -58,8 +45,20 @@ fn opened_after(config: Config, after: Duration) -> (H, SocketId) {
         1,
         "the first heartbeat goes at once"
     );
-    ack_last(&mut h, socket);
+    h.ack_last(socket);
     (h, socket)
+}
+
+/// Wakes `late` past the heartbeat's deadline, checks that it went and acks it; returns the deadline and
+/// the next one.
+fn wake_late(h: &mut H, s: SocketId, late: Duration) -> (std::time::Instant, std::time::Instant) {
+    let due = h.m.poll_timeout().unwrap();
+    h.now = due + late;
+    let before = h.heartbeats(s).len();
+    h.feed(Event::Tick);
+    assert_eq!(h.heartbeats(s).len(), before + 1, "the late heartbeat went");
+    h.ack_last(s);
+    (due, h.m.poll_timeout().unwrap())
 }
 
 #[test]
@@ -123,7 +122,7 @@ fn on_the_grid_the_schedule_keeps_its_rate_and_a_late_wake_returns_to_the_grid()
         h.feed(Event::Tick);
         if h.heartbeats(s).len() > before {
             deadlines.push(due);
-            ack_last(&mut h, s);
+            h.ack_last(s);
         }
     }
     for d in &deadlines {
@@ -134,21 +133,10 @@ fn on_the_grid_the_schedule_keeps_its_rate_and_a_late_wake_returns_to_the_grid()
     }
     // Woken 1.9 s late (past the slack, within a step: the tail of a burst of many connections sharing the
     // phase): the schedule holds, the next one an interval after the deadline.
-    let due = h.m.poll_timeout().unwrap();
-    h.now = due + ms(1_900);
-    let before = h.heartbeats(s).len();
-    h.feed(Event::Tick);
-    assert_eq!(h.heartbeats(s).len(), before + 1, "the late heartbeat went");
-    ack_last(&mut h, s);
-    assert_eq!(h.m.poll_timeout().unwrap(), due + INTERVAL, "not stretched");
+    let (due, next) = wake_late(&mut h, s, ms(1_900));
+    assert_eq!(next, due + INTERVAL, "not stretched");
     // Woken 2.5 s late (more than a step): the next one is at least an interval after it, back on the grid.
-    let due = h.m.poll_timeout().unwrap();
-    h.now = due + ms(2_500);
-    let before = h.heartbeats(s).len();
-    h.feed(Event::Tick);
-    assert_eq!(h.heartbeats(s).len(), before + 1, "the late heartbeat went");
-    ack_last(&mut h, s);
-    let next = h.m.poll_timeout().unwrap();
+    let (_, next) = wake_late(&mut h, s, ms(2_500));
     assert!(next >= h.now + INTERVAL, "{:?}", next - h.now);
     assert!(next < h.now + INTERVAL + STEP, "{:?}", next - h.now);
     assert_eq!(off_grid(h.m.wall_clock().at(next), STEP), 0);

@@ -3,18 +3,13 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{keepalive_config, H};
-use genesys_keepalive::{Config, SocketId};
+use common::{keepalive_config, off_grid, H};
+use genesys_keepalive::Config;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// Nanoseconds past a whole multiple of `grid` on the wall clock.
-fn off_grid(wall: SystemTime, grid: Duration) -> u128 {
-    wall.duration_since(UNIX_EPOCH).unwrap().as_nanos() % grid.as_nanos()
 }
 
 /// One heartbeat interval in every state (20 s), so that the schedule does not change with the state.
@@ -31,15 +26,6 @@ fn with_slack(slack: Duration) -> Config {
         reconnecting: INTERVAL,
     };
     c
-}
-
-/// Acks the last heartbeat written on `s`.
-fn ack_last(h: &mut H, s: SocketId) {
-    let hb = h.heartbeats(s).last().unwrap().1.clone();
-    let seq = serde_json::from_str::<serde_json::Value>(&hb).unwrap()["seq"]
-        .as_u64()
-        .unwrap();
-    h.frame(s, &format!(r#"{{"type":"KEEP_ALIVE_ACK","seq":{seq}}}"#));
 }
 
 #[test]
@@ -63,14 +49,14 @@ fn machines_anchored_apart_ask_to_wake_on_one_grid_no_earlier_than_their_deadlin
     let offsets = [0u64, 3_700_000, 8_250_000];
     let mut exact = H::with_wall(with_slack(Duration::ZERO), 7, H::wall());
     let s0 = exact.establish_keepalive();
-    ack_last(&mut exact, s0);
+    exact.ack_last(s0);
     let exact_deadline = exact.m.poll_timeout().unwrap();
     for off in offsets {
         let wall = H::wall() + Duration::from_nanos(off);
         let mut h = H::with_wall(with_slack(slack), 7, wall);
         let s = h.establish_keepalive();
         assert_eq!(h.heartbeats(s).len(), 1, "the first heartbeat goes at once");
-        ack_last(&mut h, s);
+        h.ack_last(s);
         let due = h.m.poll_timeout().unwrap();
         // Same schedule as the exact machine (same start instant offset), rounded up onto the grid.
         let deadline = h.start + (exact_deadline - exact.start);
@@ -98,14 +84,14 @@ fn waking_late_within_the_slack_keeps_the_heartbeat_rate_and_later_than_it_resta
     // A driver that always wakes 4 ms past what it was asked (a loaded runtime); every heartbeat answered.
     let mut h = H::new(with_slack(slack));
     let s = h.establish_keepalive();
-    ack_last(&mut h, s);
+    h.ack_last(s);
     while h.heartbeats(s).len() < 31 {
         let before = h.heartbeats(s).len();
         let due = h.m.poll_timeout().unwrap();
         h.now = due + ms(4);
         h.feed(genesys_keepalive::Event::Tick);
         if h.heartbeats(s).len() > before {
-            ack_last(&mut h, s);
+            h.ack_last(s);
         }
     }
     let sent: Vec<Duration> = h.heartbeats(s).iter().map(|(t, _)| *t).collect();
@@ -128,7 +114,7 @@ fn waking_late_within_the_slack_keeps_the_heartbeat_rate_and_later_than_it_resta
     h.now = due + ms(1_000);
     h.feed(genesys_keepalive::Event::Tick);
     assert_eq!(h.heartbeats(s).len(), before + 1, "the late heartbeat went");
-    ack_last(&mut h, s);
+    h.ack_last(s);
     let next = h.m.poll_timeout().unwrap();
     assert!(next - h.now >= INTERVAL, "{:?}", next - h.now);
     assert!(next - h.now < INTERVAL + slack, "{:?}", next - h.now);
@@ -141,7 +127,7 @@ fn no_slack_wakes_at_every_deadline_exactly_and_the_same_inputs_give_the_same_sc
         let s = h.establish_keepalive();
         let mut dues = Vec::new();
         for _ in 0..5 {
-            ack_last(&mut h, s);
+            h.ack_last(s);
             let due = h.m.poll_timeout().unwrap();
             dues.push(due - h.start);
             h.now = due;
@@ -167,7 +153,7 @@ fn no_slack_wakes_at_every_deadline_exactly_and_the_same_inputs_give_the_same_sc
     };
     let mut h = H::with_wall(c, 7, H::wall() + Duration::from_micros(3_700));
     let s = h.establish_keepalive();
-    ack_last(&mut h, s);
+    h.ack_last(s);
     let due = h.m.poll_timeout().unwrap();
     let deadline = h.start + ms(40);
     assert!(

@@ -13,6 +13,11 @@ pub const SECRET: &str = "s3cr3t-DO-NOT-PRINT";
 pub const PONG: &str = r#"{"topicName":"channel.metadata","eventBody":{"message":"pong"}}"#;
 pub const TOPIC: &str = "v2.users.u1.presence";
 
+/// Nanoseconds past a whole multiple of `grid` on the wall clock.
+pub fn off_grid(wall: SystemTime, grid: Duration) -> u128 {
+    wall.duration_since(UNIX_EPOCH).unwrap().as_nanos() % grid.as_nanos()
+}
+
 pub fn notifications_config() -> Config {
     Config::builder()
         .credentials("client-1", Secret::new(SECRET))
@@ -207,6 +212,18 @@ impl H {
             socket,
             text: text.into(),
         });
+    }
+
+    /// Acks the last heartbeat written on `socket` (keepalive-frame profile: `KEEP_ALIVE_ACK` with its seq).
+    pub fn ack_last(&mut self, socket: SocketId) {
+        let hb = self.heartbeats(socket).last().unwrap().1.clone();
+        let seq = serde_json::from_str::<serde_json::Value>(&hb).unwrap()["seq"]
+            .as_u64()
+            .unwrap();
+        self.frame(
+            socket,
+            &format!(r#"{{"type":"KEEP_ALIVE_ACK","seq":{seq}}}"#),
+        );
     }
 
     /// Heartbeats written on `socket`, with their times.
