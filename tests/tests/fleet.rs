@@ -146,3 +146,63 @@ fn fleet_on_async_std() {
         scenario(&fleet).await;
     });
 }
+
+/// Runs `f` on a thread of its own and fails if it has not returned within 30 s (a deadlock would block the
+/// test's own thread for ever).
+fn without_hanging(what: &'static str, f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(30)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: still running after 30 s (deadlocked)")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
+    }
+}
+
+/// A waker that drops the `Notifications` it was registered for when woken (what an entry of a merged
+/// stream did once its stream was gone): the connection wakes it only after releasing its lock, which the
+/// drop takes.
+struct DropsOnWake(std::sync::Mutex<Option<genesys_keepalive_driver_common::Notifications>>);
+
+impl std::task::Wake for DropsOnWake {
+    fn wake(self: Arc<Self>) {
+        let notes = self.0.lock().unwrap().take();
+        drop(notes);
+    }
+}
+
+#[test]
+fn a_consumer_waker_may_drop_the_notifications_when_woken() {
+    without_hanging("tokio", || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let gw = Gateway::start(GatewayConfig::default()).expect("gateway");
+            gw.add_client("client-solo", "secret-solo");
+            let (handle, mut notes) = genesys_keepalive_tokio::connect(config(&gw, "solo"))
+                .await
+                .expect("connected");
+            let owner = Arc::new(DropsOnWake(std::sync::Mutex::new(None)));
+            let waker = std::task::Waker::from(owner.clone());
+            let polled = futures_util::Stream::poll_next(
+                std::pin::Pin::new(&mut notes),
+                &mut std::task::Context::from_waker(&waker),
+            );
+            assert!(polled.is_pending(), "nothing was published");
+            *owner.0.lock().unwrap() = Some(notes);
+            drop(waker);
+            drop(owner);
+            // The connection ends: it wakes the consumer, whose waker drops the stream.
+            let stats = handle.shutdown().await;
+            assert_eq!(stats.state, State::Stopped);
+            assert_eq!(graceful(&gw, "solo"), 1);
+        });
+    });
+}

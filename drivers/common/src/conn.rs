@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use futures_core::Stream;
@@ -351,7 +351,9 @@ impl<R: Runtime> Future for Connection<R> {
                 this.http.clear();
                 this.sync_metrics(&inner);
                 inner.set_finished();
+                let notes = inner.take_notes_wake();
                 drop(inner);
+                wake(notes);
                 shared.publish();
                 return Poll::Ready(());
             }
@@ -359,7 +361,9 @@ impl<R: Runtime> Future for Connection<R> {
             progressed |= this.poll_deadline(&mut inner, cx);
             if !progressed {
                 this.sync_metrics(&inner);
+                let notes = inner.take_notes_wake();
                 drop(inner);
+                wake(notes);
                 if std::mem::take(&mut this.notify) {
                     shared.publish();
                 }
@@ -368,7 +372,9 @@ impl<R: Runtime> Future for Connection<R> {
         }
         // Busy: let the executor run others, and come back.
         this.sync_metrics(&inner);
+        let notes = inner.take_notes_wake();
         drop(inner);
+        wake(notes);
         if std::mem::take(&mut this.notify) {
             shared.publish();
         }
@@ -380,8 +386,21 @@ impl<R: Runtime> Future for Connection<R> {
 impl<R: Runtime> Drop for Connection<R> {
     fn drop(&mut self) {
         // Ended, or cancelled with its runtime: either way nobody may wait for it any longer.
-        self.shared.lock().set_finished();
+        let notes = {
+            let mut inner = self.shared.lock();
+            inner.set_finished();
+            inner.take_notes_wake()
+        };
+        wake(notes);
         self.shared.publish();
+    }
+}
+
+/// Wakes the notifications consumer, if due: only ever with the shared lock released, since the waker may
+/// drop the [`crate::Notifications`] (whose drop takes that lock).
+fn wake(notes: Option<Waker>) {
+    if let Some(w) = notes {
+        w.wake();
     }
 }
 

@@ -30,6 +30,10 @@ pub(crate) struct Inner {
     task: Option<Waker>,
     notes: VecDeque<Notification>,
     notes_waker: Option<Waker>,
+    /// `notes_waker` is due a wake, given by whoever holds the lock once they have released it
+    /// ([`Inner::take_notes_wake`]): a waker may do anything, down to dropping the [`Notifications`] it
+    /// was registered for, whose drop takes this lock.
+    notes_wake: bool,
     /// The [`Notifications`] stream exists and the machine has not stopped.
     notes_open: bool,
     reports: ReportRing,
@@ -51,6 +55,7 @@ impl Shared {
                 task: None,
                 notes: VecDeque::new(),
                 notes_waker: None,
+                notes_wake: false,
                 notes_open: true,
                 reports: ReportRing::new(reports_capacity),
                 ready: None,
@@ -121,9 +126,7 @@ impl Inner {
     pub(crate) fn deliver(&mut self, n: Notification) {
         if self.notes_open {
             self.notes.push_back(n);
-            if let Some(w) = self.notes_waker.take() {
-                w.wake();
-            }
+            self.notes_wake = true;
         }
     }
 
@@ -148,8 +151,16 @@ impl Inner {
     pub(crate) fn set_stopped(&mut self, reason: StopReason) {
         self.stopped = Some(reason);
         self.notes_open = false;
-        if let Some(w) = self.notes_waker.take() {
-            w.wake();
+        self.notes_wake = true;
+    }
+
+    /// The notifications consumer's waker if a wake is due: to be woken after the lock is released.
+    #[must_use]
+    pub(crate) fn take_notes_wake(&mut self) -> Option<Waker> {
+        if std::mem::take(&mut self.notes_wake) {
+            self.notes_waker.take()
+        } else {
+            None
         }
     }
 
@@ -157,9 +168,7 @@ impl Inner {
         self.finished = true;
         self.set_ready(Err(self.stopped.clone().unwrap_or(StopReason::Shutdown)));
         self.notes_open = false;
-        if let Some(w) = self.notes_waker.take() {
-            w.wake();
-        }
+        self.notes_wake = true;
     }
 }
 
@@ -392,13 +401,17 @@ impl Notifications {
         if !inner.notes_open {
             return Poll::Ready(None);
         }
-        if !inner
+        if inner
             .notes_waker
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()))
         {
-            inner.notes_waker = Some(cx.waker().clone());
+            return Poll::Pending;
         }
+        // The waker replaced is dropped after the lock (it may own a `Notifications`).
+        let replaced = inner.notes_waker.replace(cx.waker().clone());
+        drop(inner);
+        drop(replaced);
         Poll::Pending
     }
 }
