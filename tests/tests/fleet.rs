@@ -147,6 +147,40 @@ fn fleet_on_async_std() {
     });
 }
 
+/// A fleet dropped with both merged streams while a member still runs: the member still shuts down when
+/// asked and its task ends. The member's `Notifications` waker was its entry in the merged stream, and that
+/// entry (the stream gone) owned the member's last `Notifications`: woken under the connection's lock, it
+/// dropped them there, and their drop waited for that lock for ever.
+async fn dropped_with_its_streams<R: Runtime + Clone>(
+    fleet: impl std::ops::Deref<Target = Fleet<R>>,
+) {
+    let gw = Gateway::start(GatewayConfig::default()).expect("gateway");
+    gw.add_client("client-solo", "secret-solo");
+    let mut notes = fleet.notifications().expect("the merged notifications");
+    let mut reports = fleet.reports().expect("the merged reports");
+    let handle = fleet.add("solo", config(&gw, "solo")).expect("added");
+    loop {
+        let (_, report) = reports.recv().await.expect("reports go on");
+        if let Report::State {
+            to: State::Stable, ..
+        } = report
+        {
+            break;
+        }
+    }
+    // One poll, so that the member's stream holds its entry as its waker.
+    assert!(
+        futures_util::FutureExt::now_or_never(notes.recv()).is_none(),
+        "nothing was published"
+    );
+    drop(notes);
+    drop(reports);
+    drop(fleet);
+    let stats = handle.shutdown().await;
+    assert_eq!(stats.state, State::Stopped);
+    assert_eq!(graceful(&gw, "solo"), 1);
+}
+
 /// Runs `f` on a thread of its own and fails if it has not returned within 30 s (a deadlock would block the
 /// test's own thread for ever).
 fn without_hanging(what: &'static str, f: impl FnOnce() + Send + 'static) {
@@ -162,6 +196,28 @@ fn without_hanging(what: &'static str, f: impl FnOnce() + Send + 'static) {
         }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
     }
+}
+
+#[test]
+fn a_fleet_dropped_with_its_streams_lets_members_finish_on_tokio() {
+    without_hanging("tokio", || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(dropped_with_its_streams(
+            genesys_keepalive_tokio::Fleet::new(),
+        ));
+    });
+}
+
+#[test]
+fn a_fleet_dropped_with_its_streams_lets_members_finish_on_async_std() {
+    without_hanging("async-std", || {
+        async_std::task::block_on(dropped_with_its_streams(
+            genesys_keepalive_async_std::Fleet::new(),
+        ));
+    });
 }
 
 /// A waker that drops the `Notifications` it was registered for when woken (what an entry of a merged

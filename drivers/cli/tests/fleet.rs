@@ -188,6 +188,72 @@ fn sigterm_closes_every_connection_gracefully_async_std() {
     sigterm_all_running("async-std");
 }
 
+/// A second SIGTERM while the close handshakes cannot complete (the gateway has gone silent): the fleet stops
+/// waiting, prints a final stats line per connection and exits 0, at once. (It used to hang for ever: the
+/// runtime's drop ended each connection's task, whose wake of the dropped merged stream deadlocked.)
+fn second_sigterm(driver: &str) {
+    let gw = gateway();
+    let orgs = ["east", "west"];
+    let mut env = Vec::new();
+    let mut text = defaults(&gw);
+    for org in orgs {
+        gw.add_client(&format!("client-{org}"), &secret(org));
+        env.extend(creds(org, &secret(org)));
+        text.push_str(&connection(org, ""));
+    }
+    let path = write_file(&format!("second-sigterm-{driver}"), &text);
+    let mut p = Proc::fleet(&path, driver, None, &env);
+    p.wait_for("both STABLE", Duration::from_secs(20), |l| {
+        orgs.iter().all(|o| stable(l, o))
+    });
+    gw.set_fault(genesys_keepalive_testkit::Fault::Blackhole);
+    p.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p
+        .stderr()
+        .iter()
+        .any(|l| l.contains("closing every connection gracefully"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first SIGTERM was not taken: {:#?}",
+            p.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p.sigterm();
+    assert_eq!(
+        p.wait(Duration::from_secs(15)).code(),
+        Some(0),
+        "{:#?}",
+        p.stderr()
+    );
+    assert!(
+        p.stderr().iter().any(|l| l.contains("again: not waiting")),
+        "the second SIGTERM came before the closes completed: {:#?}",
+        p.stderr()
+    );
+    let lines = p.json();
+    for org in orgs {
+        let finals = of(&lines, "stats", org)
+            .filter(|v| v["final"] == true)
+            .count();
+        assert_eq!(finals, 1, "{org}: {lines:?}");
+    }
+    p.assert_tagged_lines();
+    p.assert_no_secrets(&orgs.map(secret));
+}
+
+#[test]
+fn a_second_sigterm_stops_waiting_for_the_closes_tokio() {
+    second_sigterm("tokio");
+}
+
+#[test]
+fn a_second_sigterm_stops_waiting_for_the_closes_async_std() {
+    second_sigterm("async-std");
+}
+
 /// A bad fleet file is refused before anything connects: exit 2, one error line naming the connection and
 /// the field.
 #[test]

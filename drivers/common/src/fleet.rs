@@ -47,8 +47,8 @@ pub struct Fleet<R: Runtime + Clone> {
     user_agent: &'static str,
     options: Options,
     members: Mutex<HashMap<Arc<str>, Handle>>,
-    notes: Arc<Queue<Notifications>>,
-    reports: Arc<Queue<Reports>>,
+    notes: Merge<Notifications>,
+    reports: Merge<Reports>,
     notes_taken: AtomicBool,
     reports_taken: AtomicBool,
 }
@@ -74,8 +74,8 @@ impl<R: Runtime + Clone> Fleet<R> {
             user_agent,
             options,
             members: Mutex::new(HashMap::new()),
-            notes: Queue::new(),
-            reports: Queue::new(),
+            notes: Merge::new(),
+            reports: Merge::new(),
             notes_taken: AtomicBool::new(false),
             reports_taken: AtomicBool::new(false),
         }
@@ -303,34 +303,120 @@ struct Entry<S> {
     stream: Mutex<Option<S>>,
     queued: AtomicBool,
     queue: std::sync::Weak<Queue<S>>,
+    /// Its place in [`Members`].
+    index: usize,
 }
 
-impl<S: Send + 'static> Queue<S> {
-    fn new() -> Arc<Self> {
-        Arc::new(Queue {
-            ready: Mutex::new(ReadyState {
-                queue: VecDeque::new(),
-                consumer: None,
-            }),
-            live: AtomicUsize::new(0),
-            open: AtomicBool::new(true),
-        })
+/// Every member's entry, held only by the fleet and its merged stream (never by a waker): when both are
+/// gone, its drop drops every member's stream. Otherwise the last owner of an entry could be a waker, and a
+/// member's stream would be dropped inside the wake, under whatever lock the waking code holds: a
+/// connection's state (which `Notifications` takes on drop) or an event listener's list (which `Reports`
+/// takes on drop). That deadlocked.
+struct Members<S> {
+    slots: Mutex<Slots<S>>,
+}
+
+struct Slots<S> {
+    entries: Vec<Option<Arc<Entry<S>>>>,
+    /// Indices of `None` entries, for reuse.
+    free: Vec<usize>,
+}
+
+impl<S> Members<S> {
+    fn lock(&self) -> MutexGuard<'_, Slots<S>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock(&self) -> MutexGuard<'_, ReadyState<S>> {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    /// Forgets an entry whose stream has ended.
+    fn release(&self, index: usize) {
+        let mut slots = self.lock();
+        slots.entries[index] = None;
+        slots.free.push(index);
+    }
+}
+
+impl<S> Drop for Members<S> {
+    fn drop(&mut self) {
+        let slots = self.slots.get_mut().unwrap_or_else(|p| p.into_inner());
+        for entry in slots.entries.drain(..).flatten() {
+            let stream = entry
+                .stream
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            drop(stream);
+        }
+    }
+}
+
+/// What a fleet and its merged stream share for one kind of member stream: the ready-queue (which the
+/// members' wakers reach through a `Weak`) and the members' entries.
+struct Merge<S> {
+    queue: Arc<Queue<S>>,
+    members: Arc<Members<S>>,
+}
+
+impl<S> Clone for Merge<S> {
+    fn clone(&self) -> Self {
+        Merge {
+            queue: self.queue.clone(),
+            members: self.members.clone(),
+        }
+    }
+}
+
+impl<S: Send + 'static> Merge<S> {
+    fn new() -> Self {
+        Merge {
+            queue: Arc::new(Queue {
+                ready: Mutex::new(ReadyState {
+                    queue: VecDeque::new(),
+                    consumer: None,
+                }),
+                live: AtomicUsize::new(0),
+                open: AtomicBool::new(true),
+            }),
+            members: Arc::new(Members {
+                slots: Mutex::new(Slots {
+                    entries: Vec::new(),
+                    free: Vec::new(),
+                }),
+            }),
+        }
     }
 
     /// Adds a member's stream, queued so that the first poll registers its waker.
-    fn insert(self: &Arc<Self>, name: Arc<str>, stream: S) {
-        self.live.fetch_add(1, Ordering::AcqRel);
-        let entry = Arc::new(Entry {
-            name,
-            stream: Mutex::new(Some(stream)),
-            queued: AtomicBool::new(false),
-            queue: Arc::downgrade(self),
-        });
-        self.push(entry);
+    fn insert(&self, name: Arc<str>, stream: S) {
+        self.queue.live.fetch_add(1, Ordering::AcqRel);
+        let entry = {
+            let mut slots = self.members.lock();
+            let index = slots.free.pop().unwrap_or(slots.entries.len());
+            let entry = Arc::new(Entry {
+                name,
+                stream: Mutex::new(Some(stream)),
+                queued: AtomicBool::new(false),
+                queue: Arc::downgrade(&self.queue),
+                index,
+            });
+            if index == slots.entries.len() {
+                slots.entries.push(Some(entry.clone()));
+            } else {
+                slots.entries[index] = Some(entry.clone());
+            }
+            entry
+        };
+        self.queue.push(entry);
+    }
+
+    /// The fleet is gone: once every member's stream has ended, the merged stream ends.
+    fn close(&self) {
+        self.queue.close();
+    }
+}
+
+impl<S: Send + 'static> Queue<S> {
+    fn lock(&self) -> MutexGuard<'_, ReadyState<S>> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues `entry` unless it already is, and wakes the consumer.
@@ -369,15 +455,15 @@ impl<S: Send + 'static> Wake for Entry<S> {
     }
 }
 
-/// A merged stream over a [`Queue`].
-struct Merged<S>(Arc<Queue<S>>);
+/// A merged stream over a [`Merge`].
+struct Merged<S>(Merge<S>);
 
 impl<S, T> Merged<S>
 where
     S: Stream<Item = T> + Unpin + Send + 'static,
 {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Arc<str>, T)>> {
-        let queue = &self.0;
+        let queue = &self.0.queue;
         for _ in 0..BUDGET {
             let entry = {
                 let mut ready = queue.lock();
@@ -417,6 +503,8 @@ where
                 }
                 Poll::Ready(None) => {
                     *slot = None;
+                    drop(slot);
+                    self.0.members.release(entry.index);
                     queue.live.fetch_sub(1, Ordering::AcqRel);
                 }
                 Poll::Pending => {}
@@ -479,14 +567,64 @@ mod tests {
         }
     }
 
-    fn poll(m: &mut Merged<ProbeStream>) -> Poll<Option<(Arc<str>, u32)>> {
+    fn poll<S: Stream<Item = u32> + Unpin + Send + 'static>(
+        m: &mut Merged<S>,
+    ) -> Poll<Option<(Arc<str>, u32)>> {
         let waker = Waker::noop();
         m.poll_next(&mut Context::from_waker(waker))
     }
 
+    /// A member stream whose drop takes the lock under which it is woken, as `Notifications` (a
+    /// connection's state) and `Reports` (an event listener's list) do.
+    struct LocksOnDrop(Arc<Mutex<Option<Waker>>>);
+
+    impl Stream for LocksOnDrop {
+        type Item = u32;
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<u32>> {
+            *self.0.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    impl Drop for LocksOnDrop {
+        fn drop(&mut self) {
+            drop(self.0.lock());
+        }
+    }
+
+    #[test]
+    fn a_wake_once_the_fleet_is_gone_drops_no_member_stream() {
+        let cell = Arc::new(Mutex::new(None));
+        let merge = Merge::new();
+        merge.insert(Arc::from("m"), LocksOnDrop(cell.clone()));
+        let mut merged = Merged(merge.clone());
+        assert!(poll(&mut merged).is_pending());
+        assert!(cell.lock().unwrap().is_some(), "the member holds its waker");
+        merge.close();
+        drop(merge);
+        drop(merged);
+        // Woken under the lock its drop takes, as a connection wakes its consumer: on a thread of its own,
+        // since a deadlock would never return.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut waker = cell.lock().unwrap();
+            if let Some(w) = waker.take() {
+                w.wake();
+            }
+            drop(waker);
+            let _ = done.send(());
+        });
+        assert!(
+            finished
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_ok(),
+            "the wake dropped the member's stream under the lock its drop takes"
+        );
+    }
+
     #[test]
     fn only_woken_members_are_polled() {
-        let queue = Queue::new();
+        let queue = Merge::new();
         let probes: Vec<ProbeStream> = (0..1000).map(|_| ProbeStream::default()).collect();
         for (i, p) in probes.iter().enumerate() {
             queue.insert(Arc::from(format!("m{i}")), p.clone());
@@ -520,7 +658,7 @@ mod tests {
 
     #[test]
     fn members_take_turns_and_the_stream_ends_after_close() {
-        let queue = Queue::new();
+        let queue = Merge::new();
         let (a, b) = (ProbeStream::default(), ProbeStream::default());
         queue.insert(Arc::from("a"), a.clone());
         queue.insert(Arc::from("b"), b.clone());
