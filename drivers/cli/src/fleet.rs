@@ -27,7 +27,7 @@ use genesys_keepalive::{Config, ProfileKind, Secret};
 
 use crate::checkpoint::StateDir;
 use crate::failure::Failure;
-use crate::settings::{non_empty, toml_failure, DriverKind, Env, ProcessEnv};
+use crate::settings::{non_empty, toml_failure, DriverKind, Env, EnvSnapshot};
 use crate::shard::Shard;
 
 #[derive(Debug, Clone, Args)]
@@ -80,7 +80,7 @@ pub struct FleetOptions {
 }
 
 pub fn main(args: FleetArgs) -> Result<u8, Failure> {
-    let mut members = load(&args.config, args.shard, &ProcessEnv)?;
+    let mut members = load(&args.config, args.shard, &EnvSnapshot::of_process())?;
     // Checked before anything connects: a bad DIR or checkpoint is exit 2, naming it.
     let state = match &args.state_dir {
         Some(dir) => {
