@@ -120,12 +120,14 @@ struct Book {
 const OUT_BATCH: usize = 64 * 1024;
 /// Items read without waiting after a wake, before the batch is written.
 const READY_BUDGET: usize = 512;
-/// Connections started at once: each start is a TCP connection, maybe TLS, and a token request on its own
-/// HTTP/1 connection of the shared client (which keeps only 8 idle afterwards); a fleet starts the next wave
-/// when a wave's sockets are open or have stopped. Measured at 1,000 organisations (BENCHMARKS.md, "Fleet"):
+/// Connections started at once: each start is a TCP connection, maybe TLS, and a token request on an
+/// HTTP/1 connection of the shared client, which keeps as many idle as a wave needs (`IDLE_PER_HOST`), so
+/// that the next wave reuses them; a fleet starts the next wave when a wave's sockets are open or have
+/// stopped. Measured at 1,000 organisations (BENCHMARKS.md, "Fleet"):
 /// waves of 256 left 1.65x bench's RSS per connection (the heap's peak of 256 HTTP connections' buffers stays
 /// in the allocator), 64 left 1.21x, 16 1.14x; 16 also keeps a fleet's start gentle on the token endpoint.
 const CONNECT_WAVE: usize = 16;
+const _: () = assert!(CONNECT_WAVE <= genesys_keepalive_driver_common::http::IDLE_PER_HOST);
 
 impl Book {
     fn all_stopped(&self) -> bool {
