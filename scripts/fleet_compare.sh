@@ -5,13 +5,16 @@
 # client process, sampled WARM_S seconds after it started (every connection open) and again at SECS − 3 s, at
 # N and at 1 connection; per connection is (figure at N − figure at 1) / (N − 1), so that what a process costs
 # with no connection (runtime, TLS roots, HTTP client) cancels out. RSS is the second sample; CPU is the
-# steady state between the two samples, and also the total from the start. See BENCHMARKS.md, "Fleet".
+# steady state between the two samples, and also the total from the start. With ROUNDS > 1, the runs at N
+# alternate (bench, fleet, bench, fleet, …) so that both see the same drift of a shared machine, each round
+# gives its own ratios, and the verdict is the median round. See BENCHMARKS.md, "Fleet".
 #
 #   scripts/fleet_compare.sh                 # N = 1000, tokio, 30 s per run
 #   N=200 SECS=15 scripts/fleet_compare.sh   # a quick check
 #
 # Environment (defaults in brackets):
 #   N            organisations / connections [1000]
+#   ROUNDS       alternating bench/fleet pairs at N [1]; the runs at 1 connection are made once
 #   SECS         how long each client runs [40]; sampled at WARM_S and at SECS − 3 s
 #   WARM_S       the first sample [10]
 #   INTERVAL_MS  heartbeat interval [1000] (bench's `--interval-ms`; the fleet file's interval_matrix)
@@ -31,6 +34,7 @@ N=${N:-1000}
 SECS=${SECS:-40}
 WARM_S=${WARM_S:-10}
 INTERVAL_MS=${INTERVAL_MS:-1000}
+ROUNDS=${ROUNDS:-1}
 DRIVER=${DRIVER:-tokio}
 if [[ -z "${BENCH_RUNTIME:-}" ]]; then
     if [[ $DRIVER == tokio ]]; then BENCH_RUNTIME=current-thread; else BENCH_RUNTIME=multi-thread; fi
@@ -44,7 +48,7 @@ SAMPLE_S=$((SECS - 3))
 
 die() { echo "fleet_compare.sh: $*" >&2; exit 1; }
 say() { echo "fleet_compare.sh: $*" >&2; }
-for n in "$N" "$SECS" "$INTERVAL_MS" "$PORT"; do
+for n in "$N" "$SECS" "$INTERVAL_MS" "$PORT" "$ROUNDS"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "not a positive whole number: '$n'"
 done
 ((N >= 2)) || die "N must be at least 2"
@@ -108,31 +112,32 @@ sample() {
     echo "$rss $(python3 -c "print($ticks / $hz)")"
 }
 
-# One run: a fresh gateway, the client, a sample at SAMPLE_S into OUT/WHAT-K.sample ("rss_kib cpu_s").
+# One run: a fresh gateway, the client, samples at WARM_S and SAMPLE_S into OUT/WHAT-K[TAG].sample
+# ("rss_kib cpu_s rss_kib cpu_s"); its output in OUT/WHAT-K[TAG].jsonl.
 one() {
-    local what=$1 k=$2 port=$PORT
+    local what=$1 k=$2 tag=${3:-} port=$PORT
     PORT=$((PORT + 1))
     make_fleet "$k" "http://127.0.0.1:$port" "ws://127.0.0.1:$port/keepalive"
     "$BIN" gateway --port "$port" --clients-file "$OUT/clients-$k.txt" \
-        >"$OUT/$what-$k.gateway.log" 2>&1 &
+        >"$OUT/$what-$k$tag.gateway.log" 2>&1 &
     local gw=$!
     PIDS+=("$gw")
     for _ in $(seq 100); do
-        grep -q '"kind":"gateway"' "$OUT/$what-$k.gateway.log" 2>/dev/null && break
+        grep -q '"kind":"gateway"' "$OUT/$what-$k$tag.gateway.log" 2>/dev/null && break
         sleep 0.1
     done
     local pid
     if [[ $what == bench ]]; then
         "$BIN" bench --url "ws://127.0.0.1:$port/keepalive" --connections "$k" --seconds "$SECS" \
             --interval-ms "$INTERVAL_MS" --driver "$DRIVER" --runtime "$BENCH_RUNTIME" \
-            >"$OUT/bench-$k.jsonl" 2>"$OUT/bench-$k.err" &
+            >"$OUT/bench-$k$tag.jsonl" 2>"$OUT/bench-$k$tag.err" &
         pid=$!
     else
         (
             # shellcheck disable=SC1090
             source "$OUT/env-$k.sh"
             exec "$BIN" fleet --config "$OUT/fleet-$k.toml" --driver "$DRIVER" \
-                >"$OUT/fleet-$k.jsonl" 2>"$OUT/fleet-$k.err"
+                >"$OUT/fleet-$k$tag.jsonl" 2>"$OUT/fleet-$k$tag.err"
         ) &
         pid=$!
     fi
@@ -148,47 +153,56 @@ one() {
     fi
     local status=0
     wait "$pid" || status=$?
-    echo "$status" >"$OUT/$what-$k.status"
+    echo "$status" >"$OUT/$what-$k$tag.status"
     kill -TERM "$gw" 2>/dev/null || true
     wait "$gw" 2>/dev/null || true
-    echo "$w $s" >"$OUT/$what-$k.sample"
-    say "$what at $k: exit $status, VmRSS KiB and CPU s at ${WARM_S} s and ${SAMPLE_S} s: $w $s"
+    echo "$w $s" >"$OUT/$what-$k$tag.sample"
+    say "$what at $k$tag: exit $status, VmRSS KiB and CPU s at ${WARM_S} s and ${SAMPLE_S} s: $w $s"
 }
 
-say "N=$N SECS=$SECS INTERVAL_MS=$INTERVAL_MS DRIVER=$DRIVER AUDIT_SEND_SUCCESS=$AUDIT_SEND_SUCCESS bench --runtime $BENCH_RUNTIME; output in $OUT"
-one bench "$N"
-one fleet "$N"
+say "N=$N ROUNDS=$ROUNDS SECS=$SECS INTERVAL_MS=$INTERVAL_MS DRIVER=$DRIVER AUDIT_SEND_SUCCESS=$AUDIT_SEND_SUCCESS bench --runtime $BENCH_RUNTIME; output in $OUT"
+for ((r = 1; r <= ROUNDS; r++)); do
+    one bench "$N" ".r$r"
+    one fleet "$N" ".r$r"
+done
 one bench 1
 one fleet 1
-python3 - "$N" "$WARM_S" "$SAMPLE_S" "$OUT" "$DRIVER" "$BENCH_RUNTIME" <<'PY'
-import json, sys
-n, t0, t, out, driver, brt = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
-def load(w, k):
+python3 - "$N" "$WARM_S" "$SAMPLE_S" "$OUT" "$DRIVER" "$BENCH_RUNTIME" "$ROUNDS" <<'PY'
+import json, statistics, sys
+n, t0, t, out, driver, brt, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], int(sys.argv[7])
+def load(name):
     # rss and cpu at WARM_S, rss and cpu at SAMPLE_S
-    return list(map(float, open(f"{out}/{w}-{k}.sample").read().split()))
-bn, b1, fn, f1 = load("bench", n), load("bench", 1), load("fleet", n), load("fleet", 1)
+    return list(map(float, open(f"{out}/{name}.sample").read().split()))
+b1, f1 = load("bench-1"), load("fleet-1")
 def per(a, b): return (a - b) / (n - 1)
-b_rss_n, b_cpu_n, b_rss_1, b_cpu_1 = bn[2], bn[3], b1[2], b1[3]
-f_rss_n, f_cpu_n, f_rss_1, f_cpu_1 = fn[2], fn[3], f1[2], f1[3]
-b_rss, f_rss = per(b_rss_n, b_rss_1), per(f_rss_n, f_rss_1)
-# Total CPU from the start, per connection-second, and the steady state between the samples.
-b_cpu, f_cpu = per(b_cpu_n, b_cpu_1) * 1e6 / t, per(f_cpu_n, f_cpu_1) * 1e6 / t
-b_st = per(bn[3] - bn[1], b1[3] - b1[1]) * 1e6 / (t - t0)
-f_st = per(fn[3] - fn[1], f1[3] - f1[1]) * 1e6 / (t - t0)
-bench = json.loads(open(f"{out}/bench-{n}.jsonl").read().splitlines()[-1])
-lines = open(f"{out}/fleet-{n}.jsonl").read().splitlines()
-kinds = {}
-for l in lines:
-    k = json.loads(l)["kind"]
-    kinds[k] = kinds.get(k, 0) + 1
-stable = {json.loads(l)["connection"] for l in lines if '"state":"STABLE"' in l}
-statuses = {w: open(f"{out}/{w}-{n}.status").read().strip() for w in ("bench", "fleet")}
-print(f"| | N | open | VmRSS at N (KiB) | VmRSS at 1 (KiB) | RSS KiB/conn | CPU at N (s) | CPU at 1 (s) | CPU µs/conn/s, total | CPU µs/conn/s, {t0}–{t} s | exit |")
-print(f"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-print(f"| bench --driver {driver} --runtime {brt} | {n:,} | {bench['open']:,} | {b_rss_n:,.0f} | {b_rss_1:,.0f} | {b_rss:.1f} | {b_cpu_n:.2f} | {b_cpu_1:.2f} | {b_cpu:.1f} | {b_st:.1f} | {statuses['bench']} |")
-print(f"| fleet --driver {driver} | {n:,} | {len(stable):,} STABLE | {f_rss_n:,.0f} | {f_rss_1:,.0f} | {f_rss:.1f} | {f_cpu_n:.2f} | {f_cpu_1:.2f} | {f_cpu:.1f} | {f_st:.1f} | {statuses['fleet']} |")
+print(f"| round | | N | open | VmRSS at N (KiB) | RSS KiB/conn | CPU at N (s) | CPU µs/conn/s, total | CPU µs/conn/s, {t0}–{t} s | exit |")
+print(f"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+ratios = {"rss": [], "total": [], "steady": []}
+for r in range(1, rounds + 1):
+    row = {}
+    for w, one in (("bench", b1), ("fleet", f1)):
+        s = load(f"{w}-{n}.r{r}")
+        rss = per(s[2], one[2])
+        # Total CPU from the start, per connection-second, and the steady state between the samples.
+        total = per(s[3], one[3]) * 1e6 / t
+        steady = per(s[3] - s[1], one[3] - one[1]) * 1e6 / (t - t0)
+        status = open(f"{out}/{w}-{n}.r{r}.status").read().strip()
+        lines = open(f"{out}/{w}-{n}.r{r}.jsonl").read().splitlines()
+        if w == "bench":
+            opened = f"{json.loads(lines[-1])['open']:,}"
+            label = f"bench --driver {driver} --runtime {brt}"
+        else:
+            stable = {json.loads(l)["connection"] for l in lines if '"state":"STABLE"' in l}
+            opened = f"{len(stable):,} STABLE"
+            label = f"fleet --driver {driver}"
+        row[w] = (rss, total, steady)
+        print(f"| {r} | {label} | {n:,} | {opened} | {s[2]:,.0f} | {rss:.1f} | {s[3]:.2f} | {total:.1f} | {steady:.1f} | {status} |")
+    for i, k in enumerate(("rss", "total", "steady")):
+        ratios[k].append(row["fleet"][i] / row["bench"][i] if row["bench"][i] else float("nan"))
 print()
-print(f"fleet ÷ bench: RSS/conn {f_rss / b_rss:.2f}×, CPU/conn total {f_cpu / b_cpu:.2f}×, steady {f_st / b_st:.2f}× (RSS at {t} s)")
-print(f"bench's own line: rss_per_conn_kb {bench['rss_per_conn_kb']:.1f}, cpu_s {bench['cpu_s']:.2f}, acks {bench['acks']:,}")
-print(f"fleet stdout lines at N: " + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())))
+print(f"at 1 connection: bench VmRSS {b1[2]:,.0f} KiB, CPU {b1[3]:.2f} s; fleet VmRSS {f1[2]:,.0f} KiB, CPU {f1[3]:.2f} s")
+for r in range(rounds):
+    print(f"round {r + 1}, fleet ÷ bench: RSS/conn {ratios['rss'][r]:.2f}×, CPU/conn total {ratios['total'][r]:.2f}×, steady {ratios['steady'][r]:.2f}×")
+med = {k: statistics.median(v) for k, v in ratios.items()}
+print(f"median of {rounds} round(s), fleet ÷ bench: RSS/conn {med['rss']:.2f}×, CPU/conn total {med['total']:.2f}×, steady {med['steady']:.2f}× (RSS at {t} s)")
 PY
