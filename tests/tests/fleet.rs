@@ -127,13 +127,18 @@ async fn scenario<R: Runtime + Clone>(fleet: &Fleet<R>) {
     assert_eq!(gw.stats().sockets_open_now, 0);
 }
 
-#[test]
-fn fleet_on_tokio() {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Runs `f` to completion on a current-thread tokio runtime of its own.
+fn on_tokio<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn fleet_on_tokio() {
+    on_tokio(async {
         let fleet = genesys_keepalive_tokio::Fleet::new();
         scenario(&fleet).await;
     });
@@ -201,11 +206,7 @@ fn without_hanging(what: &'static str, f: impl FnOnce() + Send + 'static) {
 #[test]
 fn a_fleet_dropped_with_its_streams_lets_members_finish_on_tokio() {
     without_hanging("tokio", || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(dropped_with_its_streams(
+        on_tokio(dropped_with_its_streams(
             genesys_keepalive_tokio::Fleet::new(),
         ));
     });
@@ -235,11 +236,7 @@ impl std::task::Wake for DropsOnWake {
 #[test]
 fn a_consumer_waker_may_drop_the_notifications_when_woken() {
     without_hanging("tokio", || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        on_tokio(async {
             let gw = Gateway::start(GatewayConfig::default()).expect("gateway");
             gw.add_client("client-solo", "secret-solo");
             let (handle, mut notes) = genesys_keepalive_tokio::connect(config(&gw, "solo"))

@@ -147,18 +147,9 @@ fn three_orgs_one_bad_credentials_one_forbidden_topic_async_std() {
 fn sigterm_all_running(driver: &str) {
     let gw = gateway();
     let orgs = ["north", "south"];
-    let mut env = Vec::new();
-    let mut text = defaults(&gw);
-    for org in orgs {
-        gw.add_client(&format!("client-{org}"), &secret(org));
-        env.extend(creds(org, &secret(org)));
-        text.push_str(&connection(org, ""));
-    }
-    let path = write_file(&format!("sigterm-{driver}"), &text);
+    let (path, env) = fleet_file(&gw, &format!("sigterm-{driver}"), &orgs, |_| String::new());
     let mut p = Proc::fleet(&path, driver, None, &env);
-    p.wait_for("both STABLE", Duration::from_secs(20), |l| {
-        orgs.iter().all(|o| stable(l, o))
-    });
+    p.wait_stable(&orgs);
     p.sigterm();
     assert_eq!(
         p.wait(Duration::from_secs(15)).code(),
@@ -194,33 +185,17 @@ fn sigterm_closes_every_connection_gracefully_async_std() {
 fn second_sigterm(driver: &str) {
     let gw = gateway();
     let orgs = ["east", "west"];
-    let mut env = Vec::new();
-    let mut text = defaults(&gw);
-    for org in orgs {
-        gw.add_client(&format!("client-{org}"), &secret(org));
-        env.extend(creds(org, &secret(org)));
-        text.push_str(&connection(org, ""));
-    }
-    let path = write_file(&format!("second-sigterm-{driver}"), &text);
-    let mut p = Proc::fleet(&path, driver, None, &env);
-    p.wait_for("both STABLE", Duration::from_secs(20), |l| {
-        orgs.iter().all(|o| stable(l, o))
+    let (path, env) = fleet_file(&gw, &format!("second-sigterm-{driver}"), &orgs, |_| {
+        String::new()
     });
+    let mut p = Proc::fleet(&path, driver, None, &env);
+    p.wait_stable(&orgs);
     gw.set_fault(genesys_keepalive_testkit::Fault::Blackhole);
     p.sigterm();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !p
-        .stderr()
-        .iter()
-        .any(|l| l.contains("closing every connection gracefully"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the first SIGTERM was not taken: {:#?}",
-            p.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    p.wait_for_stderr(
+        "closing every connection gracefully",
+        Duration::from_secs(10),
+    );
     p.sigterm();
     assert_eq!(
         p.wait(Duration::from_secs(15)).code(),
@@ -317,14 +292,7 @@ fn a_bad_fleet_file_exits_2_naming_the_connection_and_the_field() {
 fn two_shards_split_one_file() {
     let gw = gateway();
     let orgs: Vec<String> = (0..8).map(|i| format!("org-{i}")).collect();
-    let mut env = Vec::new();
-    let mut text = defaults(&gw);
-    for org in &orgs {
-        gw.add_client(&format!("client-{org}"), &secret(org));
-        env.extend(creds(org, &secret(org)));
-        text.push_str(&connection(org, ""));
-    }
-    let path = write_file("shards", &text);
+    let (path, env) = fleet_file(&gw, "shards", &orgs, |_| String::new());
     let mut shards: Vec<Proc> = [("0/2", "tokio"), ("1/2", "async-std")]
         .iter()
         .map(|(s, driver)| Proc::fleet(&path, driver, Some(s), &env))
@@ -443,18 +411,9 @@ fn every_connection_stopping_exits_with_the_first_ones_code() {
 fn reset_reports_a_gap_per_connection(driver: &str) {
     let gw = gateway();
     let orgs = ["east", "west"];
-    let mut env = Vec::new();
-    let mut text = defaults(&gw);
-    for org in orgs {
-        gw.add_client(&format!("client-{org}"), &secret(org));
-        env.extend(creds(org, &secret(org)));
-        text.push_str(&connection(org, ""));
-    }
-    let path = write_file(&format!("gap-{driver}"), &text);
+    let (path, env) = fleet_file(&gw, &format!("gap-{driver}"), &orgs, |_| String::new());
     let mut p = Proc::fleet(&path, driver, None, &env);
-    p.wait_for("both STABLE", Duration::from_secs(20), |l| {
-        orgs.iter().all(|o| stable(l, o))
-    });
+    p.wait_stable(&orgs);
     gw.set_fault(genesys_keepalive_testkit::Fault::Reset);
     p.wait_for("a gap line per connection", Duration::from_secs(20), |l| {
         orgs.iter().all(|o| of(l, "gap", o).next().is_some())

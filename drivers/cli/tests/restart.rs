@@ -32,18 +32,10 @@ fn state_dir(test: &str) -> PathBuf {
 }
 
 /// The fleet file: every organisation on its own topic, so that what is published is for one of them.
-fn fleet_file(gw: &Gateway, test: &str) -> (PathBuf, Vec<(String, String)>) {
-    let mut text = defaults(gw);
-    let mut env = Vec::new();
-    for org in ORGS {
-        gw.add_client(&format!("client-{org}"), &secret(org));
-        text.push_str(&connection(
-            org,
-            &format!("topics = [\"{}\"]\n", topic(org)),
-        ));
-        env.extend(creds(org, &secret(org)));
-    }
-    (write_file(test, &text), env)
+fn orgs_file(gw: &Gateway, test: &str) -> (PathBuf, Vec<(String, String)>) {
+    fleet_file(gw, test, &ORGS, |org| {
+        format!("topics = [\"{}\"]\n", topic(org))
+    })
 }
 
 /// One notification the gateway published: for whom, its seq, and the time just before the publish.
@@ -162,7 +154,7 @@ enum Stop {
 fn fleet_restart(driver: &str, how: Stop) {
     let test = format!("fleet-{driver}-{}", how as u8);
     let gw = gateway();
-    let (path, env) = fleet_file(&gw, &test);
+    let (path, env) = orgs_file(&gw, &test);
     let dir = state_dir(&test);
     let flags = ["--state-dir", dir.to_str().unwrap()];
     let stop = AtomicBool::new(false);
@@ -324,7 +316,7 @@ fn run_async_std_a_killed_process_reports_the_restart() {
 #[test]
 fn a_corrupt_checkpoint_is_refused_before_anything_connects() {
     let gw = gateway();
-    let (path, env) = fleet_file(&gw, "corrupt");
+    let (path, env) = orgs_file(&gw, "corrupt");
     let dir = state_dir("corrupt");
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("south%20west.json");

@@ -59,6 +59,24 @@ pub fn creds(org: &str, secret: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// The fleet file `test` for `orgs`, each on its own OAuth client (registered with `gw`) with `extra(org)` in
+/// its `[[connection]]`, and the environment holding their credentials.
+pub fn fleet_file<S: AsRef<str>>(
+    gw: &Gateway,
+    test: &str,
+    orgs: &[S],
+    extra: impl Fn(&str) -> String,
+) -> (PathBuf, Vec<(String, String)>) {
+    let mut text = defaults(gw);
+    let mut env = Vec::new();
+    for org in orgs.iter().map(AsRef::as_ref) {
+        gw.add_client(&format!("client-{org}"), &secret(org));
+        text.push_str(&connection(org, &extra(org)));
+        env.extend(creds(org, &secret(org)));
+    }
+    (write_file(test, &text), env)
+}
+
 pub fn write_file(test: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gk-fleet-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -147,6 +165,26 @@ impl Proc {
                 Instant::now() < deadline,
                 "{what} did not happen within {timeout:?}; stdout: {:#?}; stderr: {:#?}",
                 self.json(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until every one of `orgs` has printed a STABLE state line.
+    pub fn wait_stable<S: AsRef<str>>(&self, orgs: &[S]) {
+        self.wait_for("every connection STABLE", Duration::from_secs(20), |l| {
+            orgs.iter().all(|o| stable(l, o.as_ref()))
+        });
+    }
+
+    /// Waits until a stderr line contains `needle`.
+    pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr().iter().any(|l| l.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "no stderr line with {needle:?} within {timeout:?}: {:#?}",
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));
