@@ -177,10 +177,34 @@ impl Runtime for AsyncStd {
     }
 
     fn http(&self, client: reqwest::Client, request: HttpRequest) -> BoxFuture<Event> {
-        // reqwest runs on tokio's reactor: Compat enters a tokio context while the future is polled.
+        // reqwest runs on tokio's reactor: Compat enters a tokio context while the future is polled. The
+        // request is a task of that runtime, beside the HTTP connection task it talks to, so that their
+        // wakes stay on tokio's thread and only the outcome crosses back: polled from async-std, every
+        // step of the request woke the other thread (measured: see "Fleet" in BENCHMARKS.md).
+        let id = request.id;
         Box::pin(async_compat::Compat::new(async move {
-            http::perform(&client, request).await
+            let mut task = AbortOnDrop(
+                tokio::runtime::Handle::current()
+                    .spawn(async move { http::perform(&client, request).await }),
+            );
+            match (&mut task.0).await {
+                Ok(event) => event,
+                Err(e) => Event::HttpFailed {
+                    request: id,
+                    error: format!("the HTTP request's task ended: {e}"),
+                },
+            }
         }))
+    }
+}
+
+/// A tokio task that is cancelled when its handle is dropped, as the request future it stands for would
+/// be: the connection drops the HTTP futures it no longer wants.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -226,6 +250,58 @@ mod tests {
             smol::block_on(AsyncStd.http(c, req)),
         ] {
             assert!(matches!(event, Event::HttpFailed { .. }), "{event:?}");
+        }
+    }
+
+    #[test]
+    fn a_dropped_request_is_cancelled_and_its_http_connection_closed() {
+        use std::io::Read;
+        genesys_keepalive_driver_common::tls::install_provider();
+        let tls = genesys_keepalive_driver_common::tls::client_config(&[]).unwrap();
+        // A server that reads the request and never answers: only the client can end the exchange.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = socket.read(&mut buf).unwrap();
+            seen_tx.send(n).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            // Ok(0) once the client closes; an error if it does not within 20 s.
+            closed_tx
+                .send(socket.read(&mut buf).map(|n| n == 0))
+                .unwrap();
+        });
+        let c = http::client(tls, true, USER_AGENT).unwrap();
+        let req = HttpRequest {
+            id: RequestId(7),
+            method: Method::Post,
+            url: format!("http://127.0.0.1:{port}/oauth/token"),
+            headers: Headers::new(),
+            body: Some("grant_type=client_credentials".into()),
+            timeout: Duration::from_secs(60),
+        };
+        let mut request = AsyncStd.http(c, req);
+        async_std::task::block_on(async {
+            let started = futures_lite::future::poll_once(&mut request).await;
+            assert!(
+                started.is_none(),
+                "answered without a server reply: {started:?}"
+            );
+            let sent = async_std::task::spawn_blocking(move || seen_rx.recv().unwrap()).await;
+            assert!(sent > 0, "the server read nothing");
+        });
+        // The request's task runs on async-compat's thread: dropping the future must cancel it there.
+        drop(request);
+        match closed_rx.recv_timeout(Duration::from_secs(30)).unwrap() {
+            Ok(true) => {}
+            other => {
+                panic!("the HTTP connection stayed open after the request was dropped: {other:?}")
+            }
         }
     }
 }
