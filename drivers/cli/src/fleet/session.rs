@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::{FleetOptions, Member};
 use crate::checkpoint::{Writer, CHECKPOINT_EVERY};
 use crate::failure::{Failure, EXIT_INTERNAL, EXIT_SOME_STOPPED};
-use crate::output::{self, json_line, with_connection};
+use crate::output::{self, json_line};
 
 /// `fleet --driver tokio`: one current-thread tokio runtime carries every connection and the loop.
 pub fn run_tokio(members: Vec<Member>, opts: FleetOptions) -> Result<u8, Failure> {
@@ -136,6 +136,16 @@ impl Book {
 
     fn line(&mut self, line: &str) {
         self.out.extend_from_slice(line.as_bytes());
+        self.end_line();
+    }
+
+    /// `line` (of `kind`) with `"connection": name` after its kind (see [`output::push_with_connection`]).
+    fn line_of(&mut self, line: &str, kind: &str, name: &str) {
+        output::push_with_connection(&mut self.out, line, kind, name);
+        self.end_line();
+    }
+
+    fn end_line(&mut self) {
         self.out.push(b'\n');
         if self.out.len() >= OUT_BATCH {
             self.flush();
@@ -310,7 +320,7 @@ async fn run_session<R: Runtime + Clone>(
                 for name in names {
                     if let Some(stats) = fleet.stats(&name) {
                         let line = output::stats_line(&stats, false);
-                        book.line(&with_connection(&line, "stats", &name));
+                        book.line_of(&line, "stats", &name);
                     }
                 }
             }
@@ -340,7 +350,7 @@ fn add_failed(e: AddError) -> Failure {
 /// last running one, returns the fleet's failure (the first stopped connection's code).
 fn on_report(book: &mut Book, name: &Arc<str>, report: Report) -> Option<Failure> {
     match (&report, output::report_line(&report)) {
-        (_, Some((kind, line))) => book.line(&with_connection(&line, kind, name)),
+        (_, Some((kind, line))) => book.line_of(&line, kind, name),
         (Report::Stopped(StopReason::Shutdown), None) => {}
         (Report::Stopped(reason), None) => return on_stopped(book, name, reason),
         _ => {}
@@ -376,7 +386,7 @@ fn on_stopped(book: &mut Book, name: &Arc<str>, reason: &StopReason) -> Option<F
 /// The `kind` of a line built by [`json_line`].
 fn print_note(book: &mut Book, name: &str, n: &Notification) {
     let line = output::notification_line(&n.raw, &n.topic_name);
-    book.line(&with_connection(&line, "notification", name));
+    book.line_of(&line, "notification", name);
 }
 
 /// Prints up to `budget` reports and as many notifications already queued, without waiting for more;
@@ -431,7 +441,7 @@ async fn shut_down<R: Runtime + Clone>(
     for (name, stats) in finals {
         if book.running.contains_key(&name) {
             let line = output::stats_line(&stats, true);
-            book.line(&with_connection(&line, "stats", &name));
+            book.line_of(&line, "stats", &name);
         }
     }
     book.flush();
