@@ -292,7 +292,12 @@ mod tests {
                 started.is_none(),
                 "answered without a server reply: {started:?}"
             );
-            let sent = async_std::task::spawn_blocking(move || seen_rx.recv().unwrap()).await;
+            let sent = async_std::task::spawn_blocking(move || {
+                seen_rx
+                    .recv_timeout(Duration::from_secs(30))
+                    .expect("the request never reached the server")
+            })
+            .await;
             assert!(sent > 0, "the server read nothing");
         });
         // The request's task runs on async-compat's thread: dropping the future must cancel it there.
