@@ -47,7 +47,8 @@
 //! `Options::default().spawner(Spawner::new(|task| smol::spawn(task).detach()))`.
 //!
 //! reqwest needs a tokio reactor; the driver lends it one through `async-compat` (one extra thread, started
-//! with the first HTTP request; see the crate's README for the measured cost).
+//! with the first HTTP request; see the crate's README for the measured cost). Each HTTP request runs as a
+//! task on that thread, and is cancelled when the connection drops it.
 //!
 //! With the cargo feature `metrics`, every connection publishes counters, gauges and histograms through
 //! the `metrics` facade (labels `connection` = [`Options::name`], `profile`, `driver`); install any recorder

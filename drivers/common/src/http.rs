@@ -2,7 +2,8 @@
 //! [`Event::HttpResponse`] or [`Event::HttpFailed`]. No retry, no status interpretation: the core does that.
 //!
 //! [`perform`] needs a tokio context while it is polled (reqwest runs on tokio's reactor and timers): the
-//! tokio driver spawns it as is, the async-std driver wraps it in `async_compat::Compat`.
+//! tokio driver polls it in the connection's task as is; the async-std driver runs it as a task of
+//! async-compat's tokio runtime (beside reqwest's HTTP connection tasks) and awaits its outcome.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
