@@ -139,7 +139,7 @@ fn strip_json_string<'a>(text: &'a str, value: &str) -> Option<&'a str> {
 
 #[derive(Serialize)]
 struct StatsLine<'a> {
-    timestamp: String,
+    timestamp: &'a str,
     #[serde(rename = "final")]
     is_final: bool,
     #[serde(flatten)]
@@ -156,11 +156,36 @@ pub fn stats_line(stats: &Stats, is_final: bool) -> String {
     json_line(
         "stats",
         &StatsLine {
-            timestamp: now_iso8601(),
+            timestamp: &now_iso8601(),
             is_final,
             stats,
         },
     )
+}
+
+/// Appends `name`'s stats line to `out` (for `fleet`): [`stats_line`] with `"connection": name` after
+/// `kind` and the given `timestamp` (one per round of lines), serialized straight into the batch. A fleet
+/// writes one per connection per `--stats-interval-ms`; building each apart cost a `String` for the
+/// timestamp, two for the line and a copy into the batch.
+pub fn push_stats_line(
+    out: &mut Vec<u8>,
+    name: &str,
+    timestamp: &str,
+    stats: &Stats,
+    is_final: bool,
+) {
+    out.extend_from_slice(b"{\"kind\":\"stats\",\"connection\":");
+    serde_json::to_writer(&mut *out, name).expect("writing to a Vec cannot fail");
+    let body = out.len();
+    let line = StatsLine {
+        timestamp,
+        is_final,
+        stats,
+    };
+    serde_json::to_writer(&mut *out, &line).expect("a Stats serializes");
+    // The body is an object with fields (`timestamp` first): its `{` becomes the comma after `connection`.
+    debug_assert_eq!(out[body], b'{');
+    out[body] = b',';
 }
 
 /// A notification as received, plus `kind`; a frame that is not a JSON object is wrapped.
@@ -225,7 +250,7 @@ mod tests {
         let line = json_line(
             "stats",
             &StatsLine {
-                timestamp: "t".into(),
+                timestamp: "t",
                 is_final: true,
                 stats: &Stats::default(),
             },
@@ -272,6 +297,29 @@ mod tests {
             br#"before
 {"kind":"x","connection":"n","a":1}"#
         );
+    }
+
+    #[test]
+    fn a_fleet_stats_line_is_the_stats_line_with_its_connection() {
+        let mut stats = Stats {
+            reconnects: 3,
+            ..Stats::default()
+        };
+        stats.rtt_histogram.record(Duration::from_millis(40));
+        for (name, is_final) in [("org-1", false), ("org \"2\"", true)] {
+            let line = json_line(
+                "stats",
+                &StatsLine {
+                    timestamp: "2026-12-03T18:00:00.000Z",
+                    is_final,
+                    stats: &stats,
+                },
+            );
+            let mut out = b"before\n".to_vec();
+            push_stats_line(&mut out, name, "2026-12-03T18:00:00.000Z", &stats, is_final);
+            let expected = format!("before\n{}", with_connection(&line, "stats", name));
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
     }
 
     #[test]

@@ -145,6 +145,18 @@ impl Book {
         self.end_line();
     }
 
+    /// `name`'s stats line (see [`output::push_stats_line`]).
+    fn stats_line(
+        &mut self,
+        name: &str,
+        timestamp: &str,
+        stats: &genesys_keepalive::Stats,
+        is_final: bool,
+    ) {
+        output::push_stats_line(&mut self.out, name, timestamp, stats, is_final);
+        self.end_line();
+    }
+
     fn end_line(&mut self) {
         self.out.push(b'\n');
         if self.out.len() >= OUT_BATCH {
@@ -317,10 +329,10 @@ async fn run_session<R: Runtime + Clone>(
             Wake::Tick => {
                 ticker = every.map(|d| sleep(Instant::now() + d));
                 let names: Vec<Arc<str>> = book.running.keys().cloned().collect();
+                let now = output::now_iso8601();
                 for name in names {
                     if let Some(stats) = fleet.stats(&name) {
-                        let line = output::stats_line(&stats, false);
-                        book.line_of(&line, "stats", &name);
+                        book.stats_line(&name, &now, &stats, false);
                     }
                 }
             }
@@ -438,10 +450,10 @@ async fn shut_down<R: Runtime + Clone>(
             .collect()
     });
     drain(reports, notes, book, usize::MAX).await;
+    let now = output::now_iso8601();
     for (name, stats) in finals {
         if book.running.contains_key(&name) {
-            let line = output::stats_line(&stats, true);
-            book.line_of(&line, "stats", &name);
+            book.stats_line(&name, &now, &stats, true);
         }
     }
     book.flush();
