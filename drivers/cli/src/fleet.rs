@@ -164,7 +164,8 @@ pub fn load(path: &Path, shard: Option<Shard>, env: &dyn Env) -> Result<Vec<Memb
             )));
         }
     }
-    to_config(defaults.clone(), &format!("{at}: [defaults]"))?;
+    // The connections that set no `run` field of their own (most, in a large fleet) share this one.
+    let default_config = to_config(defaults.clone(), &format!("{at}: [defaults]"))?;
     if connections.is_empty() {
         return Err(Failure::config(format!(
             "{at}: no [[connection]]: a fleet file needs at least one"
@@ -173,7 +174,8 @@ pub fn load(path: &Path, shard: Option<Shard>, env: &dyn Env) -> Result<Vec<Memb
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (i, value) in connections.into_iter().enumerate() {
-        let (name, member) = parse_connection(&at.to_string(), i, value, &defaults)?;
+        let (name, member) =
+            parse_connection(&at.to_string(), i, value, &defaults, &default_config)?;
         if !seen.insert(name.clone()) {
             return Err(Failure::config(format!(
                 "{at}: connection `{name}` (#{}): field `name`: duplicate name; every connection needs \
@@ -205,6 +207,7 @@ fn parse_connection(
     i: usize,
     value: toml::Value,
     defaults: &toml::Table,
+    default_config: &Config,
 ) -> Result<(String, Pending), Failure> {
     let toml::Value::Table(mut t) = value else {
         return Err(Failure::config(format!(
@@ -238,9 +241,14 @@ fn parse_connection(
     let id_env = env_name("client_id_env")?;
     let secret_env = env_name("client_secret_env")?;
     check_no_secrets(&t, &ctx)?;
-    let mut merged = defaults.clone();
-    merge(&mut merged, t);
-    let config = to_config(merged, &ctx)?;
+    let config = if t.is_empty() {
+        // Nothing to merge: the defaults' configuration as it was read, not read again.
+        default_config.clone()
+    } else {
+        let mut merged = defaults.clone();
+        merge(&mut merged, t);
+        to_config(merged, &ctx)?
+    };
     Ok((
         name.clone(),
         Pending {
@@ -393,6 +401,28 @@ mod tests {
             Duration::from_millis(1500)
         );
         assert_eq!(m[1].config.client_secret.as_ref().unwrap().expose(), "sb");
+    }
+
+    #[test]
+    fn a_connection_without_fields_of_its_own_gets_the_defaults_as_merged() {
+        // `a` sets nothing of its own (the defaults' configuration is cloned); `c` repeats a default (merged
+        // and read again): with the same credentials the two must come out the same.
+        let text = format!(
+            "{GOOD}[[connection]]\nname = \"c\"\nclient_id_env = \"A_ID\"\nclient_secret_env = \"A_SECRET\"\n\
+             idle_timeout_ms = 9000\n"
+        );
+        let m = load(&file("same.toml", &text), None, &env()).unwrap();
+        assert_eq!(m[2].name, "c");
+        assert_eq!(m[0].config, m[2].config);
+        assert_ne!(m[0].config, m[1].config, "b overrides topics");
+        // A field of its own that changes a default still applies.
+        let text = format!(
+            "{}idle_timeout_ms = 8000\n",
+            text.strip_suffix("idle_timeout_ms = 9000\n").unwrap()
+        );
+        let m = load(&file("differ.toml", &text), None, &env()).unwrap();
+        assert_eq!(m[2].config.max_idle, Duration::from_millis(8000));
+        assert_eq!(m[0].config.max_idle, Duration::from_millis(9000));
     }
 
     fn refused(name: &str, text: &str, env: &dyn Env) -> String {
