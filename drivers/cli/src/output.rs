@@ -9,23 +9,47 @@ use serde::Serialize;
 
 /// Serializes `value` (an object) with `"kind": kind` as its first field.
 pub fn json_line(kind: &str, value: &impl Serialize) -> String {
-    let kind_json = serde_json::Value::from(kind).to_string();
-    let body = match serde_json::to_string(value) {
-        Ok(s) => s,
-        Err(e) => {
-            return format!(
-                "{{\"kind\":{kind_json},\"error\":{}}}",
-                serde_json::Value::from(e.to_string())
-            )
-        }
-    };
-    if body == "{}" {
-        format!("{{\"kind\":{kind_json}}}")
-    } else if let Some(rest) = body.strip_prefix('{') {
-        format!("{{\"kind\":{kind_json},{rest}")
-    } else {
-        format!("{{\"kind\":{kind_json},\"value\":{body}}}")
+    let mut out = Vec::new();
+    push_line(&mut out, kind, None, value);
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Appends the line [`json_line`] builds to `out`, with `"connection": name` right after `kind` when
+/// `connection` is given (for `fleet`), serialized straight into the batch: a fleet writes several lines
+/// per connection as it starts (and one per heartbeat with `SEND_SUCCESS` audits on), and building each
+/// apart cost two `String`s and a copy. A value that is not an object goes under `"value"`; one that cannot
+/// be serialized becomes an `"error"`.
+pub fn push_line(out: &mut Vec<u8>, kind: &str, connection: Option<&str>, value: &impl Serialize) {
+    let start = out.len();
+    out.extend_from_slice(b"{\"kind\":");
+    serde_json::to_writer(&mut *out, kind).expect("writing to a Vec cannot fail");
+    if let Some(name) = connection {
+        out.extend_from_slice(b",\"connection\":");
+        serde_json::to_writer(&mut *out, name).expect("writing to a Vec cannot fail");
     }
+    let body = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, value) {
+        out.truncate(body);
+        out.extend_from_slice(b",\"error\":");
+        serde_json::to_writer(&mut *out, &e.to_string()).expect("writing to a Vec cannot fail");
+        out.push(b'}');
+        return;
+    }
+    match &out[body..] {
+        b"{}" => {
+            out.truncate(body);
+            out.push(b'}');
+        }
+        // An object with fields: its `{` becomes the comma after what came before.
+        [b'{', ..] => out[body] = b',',
+        _ => {
+            let value_json = out.split_off(body);
+            out.extend_from_slice(b",\"value\":");
+            out.extend_from_slice(&value_json);
+            out.push(b'}');
+        }
+    }
+    debug_assert!(out.len() > start);
 }
 
 /// Writes one line to stdout and flushes it. A closed stdout is ignored (the run goes on).
@@ -66,6 +90,20 @@ pub fn report_line(report: &Report) -> Option<(&'static str, String)> {
     })
 }
 
+/// Appends `report`'s line ([`report_line`]) with `"connection": name` after `kind` to `out` (for
+/// `fleet`); `false` (nothing appended) for the stop, which each command prints its own way.
+pub fn push_report_line(out: &mut Vec<u8>, name: &str, report: &Report) -> bool {
+    let name = Some(name);
+    match report {
+        Report::Audit(entry) => push_line(out, "audit", name, entry),
+        Report::Alert(alert) => push_line(out, "alert", name, alert),
+        Report::State { from, to } => push_line(out, "state", name, &StateLine::now(*from, *to)),
+        Report::Gap(gap) => push_line(out, "gap", name, &GapLine::from(gap)),
+        Report::Stopped(_) => return false,
+    }
+    true
+}
+
 /// `{"kind":"gap","from":…,"to":…,"duration_ms":…,"reason":…,"topics":[…]}`: re-read state for this window.
 #[derive(Serialize)]
 pub struct GapLine<'a> {
@@ -95,46 +133,19 @@ struct StateLine {
     timestamp: String,
 }
 
-/// `{"kind":"state","state":…,"from":…,"timestamp":…}`
-pub fn state_line(from: State, to: State) -> String {
-    json_line(
-        "state",
-        &StateLine {
+impl StateLine {
+    fn now(from: State, to: State) -> Self {
+        StateLine {
             state: to,
             from,
             timestamp: now_iso8601(),
-        },
-    )
-}
-
-/// Appends `line` (from [`json_line`] with `kind`) to `out` with `"connection": name` right after `kind`
-/// (for `fleet`), without building the new line apart: a fleet writes one per heartbeat per connection with
-/// `SEND_SUCCESS` audits on, into the batch it is about to write. A line of another kind is appended as is.
-pub fn push_with_connection(out: &mut Vec<u8>, line: &str, kind: &str, name: &str) {
-    let rest = line
-        .strip_prefix("{\"kind\":")
-        .and_then(|r| strip_json_string(r, kind));
-    match rest {
-        Some(rest) => {
-            out.extend_from_slice(&line.as_bytes()[..line.len() - rest.len()]);
-            out.extend_from_slice(b",\"connection\":");
-            serde_json::to_writer(&mut *out, name).expect("writing to a Vec cannot fail");
-            out.extend_from_slice(rest.as_bytes());
         }
-        None => out.extend_from_slice(line.as_bytes()),
     }
 }
 
-/// `text` after the JSON string that encodes `value`, if `text` starts with it.
-fn strip_json_string<'a>(text: &'a str, value: &str) -> Option<&'a str> {
-    let plain = !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
-    if plain {
-        text.strip_prefix('"')?
-            .strip_prefix(value)?
-            .strip_prefix('"')
-    } else {
-        text.strip_prefix(serde_json::Value::from(value).to_string().as_str())
-    }
+/// `{"kind":"state","state":…,"from":…,"timestamp":…}`
+pub fn state_line(from: State, to: State) -> String {
+    json_line("state", &StateLine::now(from, to))
 }
 
 #[derive(Serialize)]
@@ -164,9 +175,8 @@ pub fn stats_line(stats: &Stats, is_final: bool) -> String {
 }
 
 /// Appends `name`'s stats line to `out` (for `fleet`): [`stats_line`] with `"connection": name` after
-/// `kind` and the given `timestamp` (one per round of lines), serialized straight into the batch. A fleet
-/// writes one per connection per `--stats-interval-ms`; building each apart cost a `String` for the
-/// timestamp, two for the line and a copy into the batch.
+/// `kind` and the given `timestamp` (one per round of lines). A fleet writes one per connection per
+/// `--stats-interval-ms`.
 pub fn push_stats_line(
     out: &mut Vec<u8>,
     name: &str,
@@ -174,26 +184,29 @@ pub fn push_stats_line(
     stats: &Stats,
     is_final: bool,
 ) {
-    out.extend_from_slice(b"{\"kind\":\"stats\",\"connection\":");
-    serde_json::to_writer(&mut *out, name).expect("writing to a Vec cannot fail");
-    let body = out.len();
     let line = StatsLine {
         timestamp,
         is_final,
         stats,
     };
-    serde_json::to_writer(&mut *out, &line).expect("a Stats serializes");
-    // The body is an object with fields (`timestamp` first): its `{` becomes the comma after `connection`.
-    debug_assert_eq!(out[body], b'{');
-    out[body] = b',';
+    push_line(out, "stats", Some(name), &line);
 }
 
 /// A notification as received, plus `kind`; a frame that is not a JSON object is wrapped.
 pub fn notification_line(raw: &str, topic: &str) -> String {
+    let mut out = Vec::new();
+    push_notification_line(&mut out, None, raw, topic);
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Appends [`notification_line`] to `out`, with `"connection": name` after `kind` if given (for `fleet`).
+pub fn push_notification_line(out: &mut Vec<u8>, connection: Option<&str>, raw: &str, topic: &str) {
     match serde_json::from_str::<serde_json::Value>(raw) {
-        Ok(v @ serde_json::Value::Object(_)) => json_line("notification", &v),
-        _ => json_line(
+        Ok(v @ serde_json::Value::Object(_)) => push_line(out, "notification", connection, &v),
+        _ => push_line(
+            out,
             "notification",
+            connection,
             &serde_json::json!({"topicName": topic, "raw": raw}),
         ),
     }
@@ -235,6 +248,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use genesys_keepalive::{Alert, AlertEvent, AlertMetrics, AuditEntry, AuditEvent};
     use std::time::Duration;
 
     #[test]
@@ -263,40 +277,142 @@ mod tests {
         assert!(v.get("rtt_p99_ms").is_some());
     }
 
-    fn with_connection(line: &str, kind: &str, name: &str) -> String {
+    /// `line` without its `"connection":<name>` (to compare a fleet's line with `run`'s).
+    fn without_connection(line: &str, name: &str) -> String {
+        let field = format!(",\"connection\":{}", serde_json::Value::from(name));
+        assert_eq!(line.matches(&field).count(), 1, "{line}");
+        line.replacen(&field, "", 1)
+    }
+
+    fn pushed(kind: &str, name: &str, value: &impl Serialize) -> String {
         let mut out = Vec::new();
-        push_with_connection(&mut out, line, kind, name);
+        push_line(&mut out, kind, Some(name), value);
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn connection_comes_right_after_kind() {
-        let line = json_line("x", &serde_json::json!({"a": 1}));
         assert_eq!(
-            with_connection(&line, "x", "org \"1\""),
+            pushed("x", "org \"1\"", &serde_json::json!({"a": 1})),
             r#"{"kind":"x","connection":"org \"1\"","a":1}"#
         );
-        let empty = json_line("y", &serde_json::json!({}));
         assert_eq!(
-            with_connection(&empty, "y", "o"),
+            pushed("y", "o", &serde_json::json!({})),
             r#"{"kind":"y","connection":"o"}"#
         );
-        // A kind that needs escaping is found as JSON encodes it; a line of another kind is left alone.
-        let odd = json_line("a\"b", &serde_json::json!({"c": 2}));
         assert_eq!(
-            with_connection(&odd, "a\"b", "o"),
+            pushed("a\"b", "o", &serde_json::json!({"c": 2})),
             r#"{"kind":"a\"b","connection":"o","c":2}"#
         );
-        assert_eq!(with_connection(&line, "xy", "o"), line);
-        assert_eq!(with_connection(&line, "", "o"), line);
+        assert_eq!(
+            pushed("z", "o", &5),
+            r#"{"kind":"z","connection":"o","value":5}"#
+        );
+        // A value that cannot be serialized (a map with a key that is not a string) is an error line.
+        let bad = std::collections::BTreeMap::from([((1, 2), 3)]);
+        assert!(json_line("e", &bad).starts_with(r#"{"kind":"e","error":"key must be a string"#));
+        assert!(pushed("e", "o", &bad).starts_with(r#"{"kind":"e","connection":"o","error":"#));
         // Appending keeps what the batch held.
         let mut out = b"before\n".to_vec();
-        push_with_connection(&mut out, &line, "x", "n");
+        push_line(&mut out, "x", Some("n"), &serde_json::json!({"a": 1}));
         assert_eq!(
             out,
             br#"before
 {"kind":"x","connection":"n","a":1}"#
         );
+        // Every kind of value: the fleet's line is `run`'s with the connection added.
+        let values = [
+            serde_json::json!({"a": {"b": [1, "\u{e9}\n"]}, "c": null}),
+            serde_json::json!({}),
+            serde_json::json!([1, 2]),
+            serde_json::json!("s"),
+        ];
+        for v in &values {
+            for name in ["org-1", "", "o\\\"\u{1}"] {
+                assert_eq!(
+                    without_connection(&pushed("k", name, v), name),
+                    json_line("k", v)
+                );
+            }
+        }
+        assert_eq!(
+            without_connection(&pushed("e", "o", &bad), "o"),
+            json_line("e", &bad)
+        );
+    }
+
+    #[test]
+    fn a_fleet_report_line_is_the_run_line_with_its_connection() {
+        let audit = AuditEntry {
+            timestamp: "2026-12-04T13:00:00.000Z".into(),
+            connection_id: "c-1".into(),
+            event: AuditEvent::ConnectFailure,
+            payload_size: 0,
+            state: State::Reconnecting,
+            error: Some("refused \"x\"".into()),
+        };
+        let alert = Alert {
+            event: AlertEvent::DeadPeer,
+            metrics: AlertMetrics {
+                idle_ms: Some(9000),
+                ..AlertMetrics::default()
+            },
+            timestamp: "2026-12-04T13:00:01.000Z".into(),
+        };
+        let gap = Gap {
+            from: UNIX_EPOCH + Duration::from_millis(1_764_853_200_000),
+            to: UNIX_EPOCH + Duration::from_millis(1_764_853_201_250),
+            reason: GapReason::DeadPeer,
+            topics: vec!["v2.a".into(), "v2.b".into()],
+        };
+        for report in [Report::Audit(audit), Report::Alert(alert), Report::Gap(gap)] {
+            let (kind, line) = report_line(&report).unwrap();
+            let mut out = Vec::new();
+            assert!(push_report_line(&mut out, "org-7", &report));
+            let pushed = String::from_utf8(out).unwrap();
+            assert!(pushed.starts_with(&format!(r#"{{"kind":"{kind}","connection":"org-7","#)));
+            assert_eq!(without_connection(&pushed, "org-7"), line);
+        }
+        // A state line has its own timestamp: the same but for it.
+        let state = Report::State {
+            from: State::Connecting,
+            to: State::Stable,
+        };
+        let mut out = Vec::new();
+        assert!(push_report_line(&mut out, "org-7", &state));
+        let mut fleet: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let mut run: serde_json::Value =
+            serde_json::from_str(&report_line(&state).unwrap().1).unwrap();
+        assert_eq!(fleet["connection"], "org-7");
+        assert!(fleet["timestamp"].as_str().unwrap().ends_with('Z'));
+        for v in [&mut fleet, &mut run] {
+            let o = v.as_object_mut().unwrap();
+            o.remove("timestamp");
+            o.remove("connection");
+        }
+        assert_eq!(fleet, run);
+        // The stop is printed by the caller.
+        let mut out = Vec::new();
+        let stop = Report::Stopped(genesys_keepalive::StopReason::Shutdown);
+        assert!(!push_report_line(&mut out, "o", &stop));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_fleet_notification_line_is_the_run_line_with_its_connection() {
+        for raw in [
+            r#"{"topicName":"v2.t","eventBody":{"seq":3}}"#,
+            "not json",
+            "[1]",
+        ] {
+            let mut out = Vec::new();
+            push_notification_line(&mut out, Some("o"), raw, "v2.t");
+            let pushed = String::from_utf8(out).unwrap();
+            assert_eq!(
+                without_connection(&pushed, "o"),
+                notification_line(raw, "v2.t")
+            );
+        }
     }
 
     #[test]
@@ -317,8 +433,9 @@ mod tests {
             );
             let mut out = b"before\n".to_vec();
             push_stats_line(&mut out, name, "2026-12-03T18:00:00.000Z", &stats, is_final);
-            let expected = format!("before\n{}", with_connection(&line, "stats", name));
-            assert_eq!(String::from_utf8(out).unwrap(), expected);
+            let pushed = String::from_utf8(out).unwrap();
+            let pushed = pushed.strip_prefix("before\n").unwrap();
+            assert_eq!(without_connection(pushed, name), line);
         }
     }
 

@@ -139,9 +139,18 @@ impl Book {
         self.end_line();
     }
 
-    /// `line` (of `kind`) with `"connection": name` after its kind (see [`output::push_with_connection`]).
-    fn line_of(&mut self, line: &str, kind: &str, name: &str) {
-        output::push_with_connection(&mut self.out, line, kind, name);
+    /// `name`'s report, unless it is the stop (see [`output::push_report_line`]); `false` for the stop.
+    fn report_line(&mut self, name: &str, report: &Report) -> bool {
+        let pushed = output::push_report_line(&mut self.out, name, report);
+        if pushed {
+            self.end_line();
+        }
+        pushed
+    }
+
+    /// `name`'s notification (see [`output::push_notification_line`]).
+    fn notification_line(&mut self, name: &str, n: &Notification) {
+        output::push_notification_line(&mut self.out, Some(name), &n.raw, &n.topic_name);
         self.end_line();
     }
 
@@ -308,7 +317,7 @@ async fn run_session<R: Runtime + Clone>(
                     return Err(failure);
                 }
             }
-            Wake::Note(Some((name, n))) => print_note(&mut book, &name, &n),
+            Wake::Note(Some((name, n))) => book.notification_line(&name, &n),
             // The merged streams end only once the fleet is gone, which it is not while this runs.
             Wake::Report(None) | Wake::Note(None) => future::pending::<()>().await,
             Wake::Checkpoint => {
@@ -361,13 +370,14 @@ fn add_failed(e: AddError) -> Failure {
 /// Prints `report`; a stop on the connection's own account prints the stopped line and, when it was the
 /// last running one, returns the fleet's failure (the first stopped connection's code).
 fn on_report(book: &mut Book, name: &Arc<str>, report: Report) -> Option<Failure> {
-    match (&report, output::report_line(&report)) {
-        (_, Some((kind, line))) => book.line_of(&line, kind, name),
-        (Report::Stopped(StopReason::Shutdown), None) => {}
-        (Report::Stopped(reason), None) => return on_stopped(book, name, reason),
-        _ => {}
+    if book.report_line(name, &report) {
+        return None;
     }
-    None
+    match &report {
+        Report::Stopped(StopReason::Shutdown) => None,
+        Report::Stopped(reason) => on_stopped(book, name, reason),
+        _ => None,
+    }
 }
 
 fn on_stopped(book: &mut Book, name: &Arc<str>, reason: &StopReason) -> Option<Failure> {
@@ -395,12 +405,6 @@ fn on_stopped(book: &mut Book, name: &Arc<str>, reason: &StopReason) -> Option<F
     ))
 }
 
-/// The `kind` of a line built by [`json_line`].
-fn print_note(book: &mut Book, name: &str, n: &Notification) {
-    let line = output::notification_line(&n.raw, &n.topic_name);
-    book.line_of(&line, "notification", name);
-}
-
 /// Prints up to `budget` reports and as many notifications already queued, without waiting for more;
 /// returns the fleet's failure if the last running connection stopped meanwhile.
 async fn drain(
@@ -422,7 +426,7 @@ async fn drain(
         let Some(Some((name, n))) = future::poll_once(notes.recv()).await else {
             break;
         };
-        print_note(book, &name, &n);
+        book.notification_line(&name, &n);
     }
     failure
 }
